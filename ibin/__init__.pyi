@@ -1,0 +1,18 @@
+from . import correlate, data, features, index, synth
+from .engine import (
+    IngestReport,
+    IngestResult,
+    SearchParams,
+    compare,
+    ingest,
+    open_database,
+    prepare,
+    search,
+    search_exhibits,
+)
+from .errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError, IbinError, ScanError
+from .index import Database
+from .leads import Lead, LeadList
+from .scan import Scan, load_scan, save_x3p
+
+__version__: str

@@ -1,0 +1,62 @@
+"""What a database holds: exhibit counts, index type, sizes, software versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "describe a database"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+    import scipy
+
+    from .. import __version__
+
+    out = {"ibin": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__}
+    for mod in ("faiss", "numba", "cv2", "x3pio"):
+        try:
+            m = __import__(mod)
+            out[mod if mod != "cv2" else "opencv"] = getattr(m, "__version__", "?")
+        except ImportError:  # pragma: no cover - all are dependencies
+            out[mod] = "missing"
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import open_database
+
+    db = open_database(args.db, readonly=True)
+    try:
+        for space in db.spaces():
+            db.index(space)  # load, so the index type is reported
+        info = db.info()
+    finally:
+        db.close()
+    info["versions"] = versions()
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return 0
+    b = info["bytes"]
+    print(f"database   {info['path']} (format {info['format_version']})")
+    print(f"exhibits   {info['exhibits']}" + "".join(f", {k}: {v}" for k, v in info["by_kind"].items()))
+    for space, s in info["spaces"].items():
+        print(f"index      {space}: {s['vectors']} vectors of {s['dim']} values, {s['index']}")
+    print(f"size       catalog {b['catalog'] / 1024:.0f} KiB, store {b['store'] / 1024:.0f} KiB, "
+          f"index {b['index'] / 1024:.0f} KiB; {b['per_exhibit'] / 1024:.1f} KiB per exhibit")
+    print("versions   " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import main as _main
+
+    return _main(["info", *(argv or [])])

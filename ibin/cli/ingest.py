@@ -1,0 +1,58 @@
+"""Put scan files on file in a database (created if missing), one exhibit per file.
+
+A file that cannot be read or prepared is reported and skipped; the others
+go in. A file already on file (same SHA-256) is not added twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "add scans to a database"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", metavar="DB", help="database directory (created if missing)")
+    p.add_argument("files", metavar="FILE", nargs="+", help="scan files (.x3p, .png/.tif, .npy)")
+    p.add_argument("--kind", default="cartridge", choices=["cartridge"], help="exhibit kind (default: cartridge)")
+    p.add_argument("--id", dest="ids", action="append", metavar="ID",
+                   help="exhibit id (one per file, in order; default: the file stem)")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="metadata for every exhibit (caliber, agency, case, make, model, date...)")
+    p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for images and .npy files")
+    p.add_argument("--user", help="who ingests (default: $IBIN_USER or the login name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import ingest, open_database
+    from ._common import Progress, parse_pairs
+
+    meta = parse_pairs(args.meta, "--meta")
+    if args.ids is not None and len(args.ids) != len(args.files):
+        raise ValueError(f"{len(args.ids)} --id given for {len(args.files)} files; give one per file or none")
+    db = open_database(args.db, create=True)
+    db.on_wait = lambda s: print(f"ibin ingest: waiting for another process using {args.db} ...", file=sys.stderr)
+    bar = Progress(len(args.files), "ingest")
+    try:
+        def progress(done, total, res):
+            bar.update(done, res.id or "")
+
+        report = ingest(db, args.files, kind=args.kind, ids=args.ids, metadata=meta,
+                        pixel_um=args.pixel_um, user=args.user, progress=progress)
+    finally:
+        bar.close()
+        db.close()
+    for r in report.results:
+        if r.status == "failed":
+            print(f"ibin ingest: {r.message}", file=sys.stderr)
+        elif r.status == "duplicate":
+            print(f"{r.file}: {r.message}")
+    print(f"{args.db}: {report.summary()}")
+    return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import main as _main
+
+    return _main(["ingest", *(argv or [])])

@@ -1,0 +1,59 @@
+"""Numba kernels behind the feature wrappers.
+
+Only the validating wrappers in this package call these; they assume
+contiguous arrays of the documented dtypes and never check their input.
+Compiled functions are cached on disk (``cache=True``), so a second process
+loads them instead of compiling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def polar_power_bins(power, fy, fx, log_kmin, log_kmax, n_k, n_phi):  # pragma: no cover - compiled
+    """Average a half-plane power spectrum into (log radius, orientation) bins.
+
+    ``power`` is ``|rfft2|^2`` of shape (len(fy), len(fx)); ``fy``/``fx`` are
+    the frequencies (cycles/µm) of its rows and columns. Orientation is
+    folded to [0, pi) (the spectrum of a real surface is point-symmetric)
+    and shared between the two nearest orientation bins (linear weights),
+    so a small rotation moves energy smoothly between bins.
+    Returns the mean power per bin and the weight per bin.
+    """
+    acc = np.zeros((n_k, n_phi), np.float64)
+    wts = np.zeros((n_k, n_phi), np.float64)
+    dlk = (log_kmax - log_kmin) / n_k
+    dphi = math.pi / n_phi
+    for i in range(power.shape[0]):
+        ky = fy[i]
+        for j in range(power.shape[1]):
+            kx = fx[j]
+            k2 = kx * kx + ky * ky
+            if k2 <= 0.0:
+                continue
+            lk = 0.5 * math.log(k2)
+            t = (lk - log_kmin) / dlk
+            if t < 0.0 or t >= n_k:
+                continue
+            kb = int(t)
+            phi = math.atan2(ky, kx)
+            if phi < 0.0:
+                phi += math.pi
+            if phi >= math.pi:
+                phi -= math.pi
+            u = phi / dphi - 0.5
+            p0 = int(math.floor(u))
+            f = u - p0
+            a = p0 % n_phi
+            b = (p0 + 1) % n_phi
+            pw = power[i, j]
+            acc[kb, a] += (1.0 - f) * pw
+            wts[kb, a] += 1.0 - f
+            acc[kb, b] += f * pw
+            wts[kb, b] += f
+    return acc, wts

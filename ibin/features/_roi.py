@@ -1,0 +1,262 @@
+"""Breech-face region of interest: primer outline and firing-pin impression.
+
+The breech face marks the primer around the firing-pin impression. On a raw
+scan of a cartridge-case head, the primer face is the large near-planar
+region enclosed by the deep gap ring that separates the primer from the case
+head; the firing-pin impression is a deep crater inside it. On an already
+processed scan (NaN outside the breech face, like the CSAFE Fadul files) the
+same analysis finds the measured annulus and its missing centre, and removes
+nothing more than the filter edges.
+
+The detection works on a coarse copy of the scan (about 20 µm/px) and in
+physical units throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import convex_hull_image
+
+from ._filters import gaussian_lowpass, level_polynomial, resample, robust_std
+
+__all__ = ["BreechFaceROI", "find_breech_face"]
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A circle in micrometres, in the scan's own frame (origin at the top-left corner)."""
+
+    x_um: float
+    y_um: float
+    radius_um: float
+
+
+@dataclass(frozen=True)
+class BreechFaceROI:
+    """Where the breech-face impression is on a scan.
+
+    Attributes
+    ----------
+    mask : ndarray of bool
+        On the scan's grid: True on the breech face.
+    primer : Circle or None
+        The primer outline, when its edge is inside the field of view.
+    firing_pin : Circle or None
+        The firing-pin impression (or the already-masked hole where it was).
+    notes : tuple of str
+        How the region was found, for the record.
+    """
+
+    mask: np.ndarray
+    primer: Circle | None
+    firing_pin: Circle | None
+    notes: tuple[str, ...]
+
+
+def _fit_circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Algebraic least-squares circle (Kasa 1976) through points, then trimmed refits."""
+    cx = cy = r = float("nan")
+    keep = np.ones(x.size, bool)
+    for _ in range(4):
+        if keep.sum() < 8:
+            break
+        A = np.c_[2 * x[keep], 2 * y[keep], np.ones(keep.sum())]
+        b = x[keep] ** 2 + y[keep] ** 2
+        (cx, cy, c), *_ = np.linalg.lstsq(A, b, rcond=None)
+        r = math.sqrt(max(c + cx * cx + cy * cy, 0.0))
+        d = np.abs(np.hypot(x - cx, y - cy) - r)
+        keep = d <= max(np.percentile(d, 80), 1e-9)
+    return float(cx), float(cy), float(r)
+
+
+def _contour_points(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    cs, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not cs:
+        return np.empty(0), np.empty(0)
+    c = max(cs, key=len)[:, 0, :].astype(np.float64)
+    return c[:, 0], c[:, 1]
+
+
+def find_breech_face(
+    values: np.ndarray,
+    pixel_um: float,
+    *,
+    modality: str = "height",
+    firing_pin_margin_um: float = 100.0,
+    primer_margin_um: float = 100.0,
+    work_pixel_um: float = 20.0,
+    deep_um: float = 50.0,
+) -> BreechFaceROI:
+    """Find the breech-face region on a cartridge-case scan.
+
+    Parameters
+    ----------
+    values : ndarray (rows, cols)
+        Heights in µm (levelled or not) or intensities, NaN = missing, on
+        square pixels of ``pixel_um``.
+    pixel_um : float
+        Grid spacing in micrometres.
+    modality : {"height", "intensity"}
+        Heights are split into near-planar primer face and deep features
+        (gap ring, firing-pin crater) by their distance from the fitted
+        primer plane; intensities by an Otsu threshold of the smoothed image
+        (the primer face is bright under ring light, the gap and the crater
+        dark).
+    firing_pin_margin_um, primer_margin_um : float
+        Measured material removed around a detected firing-pin crater and
+        inside a detected primer edge, where the surface rolls over
+        (cmcR removes about 94 µm at the primer edge, Zemmels et al. 2023).
+        A boundary that is already missing data (a processed scan) is not
+        eroded by these margins.
+    work_pixel_um : float
+        Resolution of the analysis.
+    deep_um : float
+        Depth below (or height above) the primer plane that no breech-face
+        mark reaches but a firing-pin crater, the gap ring or a case-head
+        step does. A height scan with no such points was segmented before
+        (e.g. a processed Fadul file) and is kept whole.
+
+    Returns
+    -------
+    BreechFaceROI
+    """
+    notes: list[str] = []
+    v = np.asarray(values, dtype=np.float64)
+    valid_full = np.isfinite(v)
+    work = max(work_pixel_um, pixel_um)
+    w = resample(v, pixel_um, work, min_coverage=0.3)
+    valid = np.isfinite(w)
+    if valid.sum() < 50:
+        return BreechFaceROI(valid_full, None, None, ("too few points for region detection",))
+
+    segmented = False
+    if modality == "height":
+        lev, inl = level_polynomial(w, order=1, iterations=4, clip_sigma=2.5)
+        s = robust_std(lev[inl])
+        # the primer face may bulge: refit a quadric on the plane's inliers
+        lev2, inl2 = level_polynomial(w, order=2, where=np.abs(lev) <= max(5 * s, 5.0), iterations=3, clip_sigma=3.0)
+        s2 = robust_std(lev2[inl2])
+        base = float(np.median(lev2[inl2]))
+        tol = max(6.0 * s2, deep_um / 4.0)
+        near = valid & (np.abs(lev2 - base) <= tol)
+        deep = valid & (lev2 < base - tol)
+        far = valid & (np.abs(lev2 - base) > max(6.0 * s2, deep_um))
+        # a scan whose measured points all lie on the breech face (no crater,
+        # gap ring or case head measured) was segmented before: keep it whole
+        segmented = far.sum() < 0.005 * valid.sum()
+        notes.append(
+            "already segmented: every measured point is on the breech face" if segmented
+            else f"primer plane: quadric fit, tolerance {tol:.1f} µm"
+        )
+    else:
+        sm = gaussian_lowpass(w, work, 250.0)
+        thr = _otsu(sm[valid])
+        near = valid & (sm > thr)
+        deep = valid & (sm <= thr)
+        notes.append(f"primer face: smoothed intensity above Otsu threshold {thr:.3f}")
+    if segmented:
+        near = valid.copy()
+
+    # cut thin bridges between the primer face and the case head
+    rad = max(1, int(round(40.0 / work)))
+    near = ndimage.binary_opening(near, structure=_disk(rad))
+    lab, n = ndimage.label(near)
+    if n == 0:
+        return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
+    areas = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    border = np.zeros_like(near)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    best, best_score = 0, -1.0
+    for i in np.flatnonzero(areas >= 0.05 * valid.sum()) + 1:
+        comp = lab == i
+        filled = ndimage.binary_fill_holes(comp)
+        touch = (filled & border).sum() / max(border.sum(), 1)
+        # the case head surrounds the primer and runs along the image border;
+        # the primer face is the largest filled region that does not
+        score = filled.sum() * (1.0 - min(1.0, 4.0 * touch))
+        if score > best_score:
+            best, best_score = i, score
+    if best == 0:
+        best = int(np.argmax(areas)) + 1
+    comp = lab == best
+    # the firing-pin impression may reach the primer edge (a large,
+    # off-centre aperture), so the primer is the convex hull of the face
+    hull = convex_hull_image(comp)
+
+    # primer outline: the hull's contour away from the image border
+    primer = None
+    xs, ys = _contour_points(hull)
+    if xs.size:
+        off = (xs > 1) & (xs < w.shape[1] - 2) & (ys > 1) & (ys < w.shape[0] - 2)
+        if off.sum() >= 0.5 * xs.size and off.sum() >= 16:
+            cx, cy, r = _fit_circle(xs[off], ys[off])
+            if np.isfinite(r) and r * work >= 500.0:
+                primer = Circle((cx + 0.5) * work, (cy + 0.5) * work, r * work)
+                notes.append(f"primer outline: circle r = {primer.radius_um:.0f} µm")
+    # firing-pin impression: the largest gap of the face inside the hull
+    # (a hole, or a bay open to the primer edge)
+    holes = hull & ~comp
+    if primer is not None:
+        yy, xx = np.mgrid[0 : w.shape[0], 0 : w.shape[1]]
+        inside = np.hypot((xx + 0.5) * work - primer.x_um, (yy + 0.5) * work - primer.y_um) <= primer.radius_um - 2 * work
+        holes &= inside
+    holes = ndimage.binary_opening(holes, structure=_disk(rad))
+    firing_pin = None
+    fp_mask = np.zeros_like(comp)
+    hl, hn = ndimage.label(holes)
+    if hn:
+        ha = ndimage.sum(np.ones_like(hl), hl, index=np.arange(1, hn + 1))
+        k = int(np.argmax(ha)) + 1
+        if ha[k - 1] * work * work >= math.pi * 100.0**2:
+            fp_mask = hl == k
+            hx, hy = _contour_points(fp_mask)
+            if hx.size >= 8:
+                cx, cy, r = _fit_circle(hx, hy)
+                if np.isfinite(r):
+                    firing_pin = Circle((cx + 0.5) * work, (cy + 0.5) * work, r * work)
+                    notes.append(f"firing-pin impression: circle r = {firing_pin.radius_um:.0f} µm")
+    filled = hull
+    measured_crater = bool((fp_mask & deep).sum() > 0.2 * max(fp_mask.sum(), 1))
+    measured_outside = bool((valid & ~filled & ~ndimage.binary_dilation(filled, _disk(rad))).sum() > 0.02 * valid.sum())
+
+    roi = comp.copy()
+    if fp_mask.any() and measured_crater and not segmented:
+        grow = max(1, int(round(firing_pin_margin_um / work)))
+        roi &= ~ndimage.binary_dilation(fp_mask, _disk(grow))
+        notes.append(f"firing-pin crater measured: {firing_pin_margin_um:g} µm margin removed")
+    if primer is not None and measured_outside and not segmented:
+        yy, xx = np.mgrid[0 : w.shape[0], 0 : w.shape[1]]
+        dist = np.hypot((xx + 0.5) * work - primer.x_um, (yy + 0.5) * work - primer.y_um)
+        roi &= dist <= primer.radius_um - primer_margin_um
+        notes.append(f"primer edge measured: {primer_margin_um:g} µm margin removed")
+    # drop specks
+    lab2, n2 = ndimage.label(roi)
+    if n2 > 1:
+        a2 = ndimage.sum(np.ones_like(lab2), lab2, index=np.arange(1, n2 + 1))
+        roi = np.isin(lab2, np.flatnonzero(a2 >= 0.02 * a2.max()) + 1)
+    # back to the scan's grid
+    mask = _upsample_mask(roi, v.shape) & valid_full
+    return BreechFaceROI(mask, primer, firing_pin, tuple(notes))
+
+
+def _upsample_mask(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _disk(r: int) -> np.ndarray:
+    y, x = np.ogrid[-r : r + 1, -r : r + 1]
+    return x * x + y * y <= r * r
+
+
+def _otsu(x: np.ndarray) -> float:
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(np.asarray(x, dtype=np.float64)))

@@ -1,0 +1,176 @@
+"""Lead lists: the ranked answer to "which exhibits on file match this one?".
+
+A :class:`LeadList` is the last stage of the pipeline. It renders as a
+terminal table, JSON (one object; JSON Lines for several) or CSV. The JSON
+layout is a stable file format::
+
+    {"query": {"id", "file", "kind"},
+     "leads": [{"rank", "id", "score", "cmc", "cells", "ccf", "rotation_deg",
+                "dx_um", "dy_um", "status", "metadata", ...}],
+     "database": {"path", "exhibits"},
+     "timing_ms": {"candidates", "rerank", "total"},
+     "ibin": {"version", "schema"}}
+
+Higher ``score`` means more similar. ``status`` is ``"ok"`` or says why a
+comparison could not be made (``"failed: ..."``); failed leads rank last.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+__all__ = ["Lead", "LeadList", "SCHEMA_VERSION", "render_table"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Lead:
+    """One exhibit on file, compared with the query.
+
+    Attributes
+    ----------
+    rank : int
+        1 = best.
+    id : str
+        Exhibit id.
+    score : float
+        Similarity; for cartridge cases the CMC count plus the areal CCF.
+    cmc : int or None
+        Congruent matching cells (cartridge cases).
+    cells : int or None
+        Cells that took part.
+    ccf : float
+        Areal (cartridge) or land (bullet) cross-correlation maximum.
+    rotation_deg, dx_um, dy_um : float
+        Alignment that brings the lead onto the query (see
+        :class:`ibin.correlate.Alignment`).
+    status : str
+        ``"ok"`` or ``"failed: <reason>"``.
+    metadata : dict
+        The exhibit's metadata on file.
+    extra : dict
+        Kind-specific fields (bullets: ``phase``, ``lands``), merged into the
+        JSON object.
+    """
+
+    rank: int
+    id: str
+    score: float
+    cmc: int | None = None
+    cells: int | None = None
+    ccf: float | None = None
+    rotation_deg: float | None = None
+    dx_um: float | None = None
+    dy_um: float | None = None
+    status: str = "ok"
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        for k in ("score", "ccf", "rotation_deg", "dx_um", "dy_um"):
+            if isinstance(d[k], float):
+                d[k] = None if not math.isfinite(d[k]) else round(d[k], 4 if k in ("score", "ccf") else 2)
+        d.update(extra)
+        return d
+
+
+@dataclass(frozen=True)
+class LeadList:
+    """Ranked leads for one query."""
+
+    query_id: str
+    query_file: str | None
+    kind: str
+    leads: tuple[Lead, ...]
+    database_path: str
+    database_exhibits: int
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.leads)
+
+    def __iter__(self):
+        return iter(self.leads)
+
+    def __getitem__(self, i: int) -> Lead:
+        return self.leads[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [l.id for l in self.leads]
+
+    def to_dict(self) -> dict:
+        from . import __version__
+
+        return {
+            "query": {"id": self.query_id, "file": self.query_file, "kind": self.kind},
+            "leads": [l.to_dict() for l in self.leads],
+            "database": {"path": self.database_path, "exhibits": self.database_exhibits},
+            "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
+            "ibin": {"version": __version__, "schema": SCHEMA_VERSION},
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_csv(self, *, header: bool = True) -> str:
+        cols = ["query", "rank", "id", "score", "cmc", "cells", "ccf", "rotation_deg", "dx_um", "dy_um", "status", "metadata"]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if header:
+            w.writerow(cols)
+        for l in self.leads:
+            d = l.to_dict()
+            w.writerow([self.query_id] + [d.get(c) if c != "metadata" else json.dumps(d["metadata"], ensure_ascii=False) for c in cols[1:]])
+        return buf.getvalue()
+
+    def to_table(self) -> str:
+        return render_table(self)
+
+
+def render_table(ll: LeadList) -> str:
+    """A fixed-width table for a terminal."""
+    head = f"Lead list for {ll.query_id} ({ll.kind}"
+    head += f", {ll.query_file})" if ll.query_file else ")"
+    head += f" against {ll.database_exhibits} exhibits in {ll.database_path}"
+    extra_cols = "phase" in (ll.leads[0].extra if ll.leads else {})
+    cols = ["rank", "exhibit", "score", "cmc", "ccf", "rot°", "dx µm", "dy µm"] + (["phase"] if extra_cols else []) + ["metadata"]
+    rows = []
+    for l in ll.leads:
+        md = ", ".join(f"{k}={v}" for k, v in l.metadata.items())
+        if l.status != "ok":
+            md = (l.status + ("; " + md if md else ""))
+        row = [
+            str(l.rank), l.id, f"{l.score:.2f}" if math.isfinite(l.score) else "-",
+            "-" if l.cmc is None else str(l.cmc),
+            "-" if l.ccf is None or not math.isfinite(l.ccf) else f"{l.ccf:.3f}",
+            "-" if l.rotation_deg is None else f"{l.rotation_deg:.1f}",
+            "-" if l.dx_um is None else f"{l.dx_um:.0f}",
+            "-" if l.dy_um is None else f"{l.dy_um:.0f}",
+        ]
+        if extra_cols:
+            row.append(str(l.extra.get("phase", "-")))
+        row.append(md)
+        rows.append(row)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    for r in rows:
+        lines.append("  ".join(v.rjust(w) if i in (0, 2, 3, 4, 5, 6, 7) else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+    if not rows:
+        lines.append("(no exhibits to compare with)")
+    t = ll.timing_ms
+    if t:
+        lines.append(f"candidates {t.get('candidates', 0):.0f} ms, re-rank {t.get('rerank', 0):.0f} ms, total {t.get('total', 0):.0f} ms")
+    return "\n".join(lines)
+
+
+def leads_to_jsonl(lists: Iterable[LeadList]) -> str:
+    return "".join(l.to_json() + "\n" for l in lists)

@@ -1,0 +1,155 @@
+"""The command line, called as ``main([...])`` on synthetic scans written to a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ibin.cli import main
+from ibin.scan import save_x3p
+from ibin.synth import cartridge_case
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("scans")
+    out = {}
+    for f in range(3):
+        for s in range(2):
+            scan, _ = cartridge_case(300 + f, s, pixel_um=12.5)
+            p = d / f"f{f}-s{s}.x3p"
+            save_x3p(scan, p)
+            out[p.stem] = p
+    bad = d / "broken.x3p"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip")
+    out["broken"] = bad
+    return out
+
+
+@pytest.fixture()
+def db(tmp_path, scans) -> Path:
+    path = tmp_path / "db"
+    files = [str(scans[k]) for k in ("f0-s0", "f1-s0", "f2-s0", "f0-s1", "f1-s1")]
+    assert main(["ingest", str(path), *files, "--meta", "caliber=9mm", "--meta", "agency=lab-1"]) == 0
+    return path
+
+
+def test_ingest_summary_and_dedup(db, scans, capsys):
+    capsys.readouterr()
+    assert main(["ingest", str(db), str(scans["f0-s0"])]) == 0
+    out = capsys.readouterr().out
+    assert "already on file as f0-s0" in out and "0 added, 1 already on file, 0 failed" in out
+
+
+def test_batch_with_a_bad_file(db, scans, capsys):
+    before = sorted(p.name for p in (db / "store").iterdir()), (db / "store" / "seg-000001.ibf").stat().st_size
+    rc = main(["ingest", str(db), str(scans["broken"]), str(scans["f2-s1"])])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert str(scans["broken"]) in captured.err and "zip" in captured.err
+    assert "1 added, 0 already on file, 1 failed" in captured.out
+    assert main(["info", str(db), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["exhibits"] == 6
+    assert before[1] < (db / "store" / "seg-000001.ibf").stat().st_size
+
+
+def test_search_file_json_contract(db, scans, capsys):
+    capsys.readouterr()
+    assert main(["search", str(db), str(scans["f2-s1"]), "--format", "json", "--top", "3"]) == 0
+    ll = json.loads(capsys.readouterr().out)
+    assert set(ll) >= {"query", "leads", "database", "timing_ms"}
+    assert ll["query"] == {"id": "f2-s1", "file": str(scans["f2-s1"]), "kind": "cartridge"}
+    assert ll["database"]["exhibits"] == 5 and ll["database"]["path"] == str(db)
+    assert set(ll["timing_ms"]) >= {"candidates", "rerank", "total"}
+    leads = ll["leads"]
+    assert [l["rank"] for l in leads] == [1, 2, 3]
+    for key in ("id", "score", "cmc", "ccf", "rotation_deg", "dx_um", "dy_um", "metadata"):
+        assert key in leads[0]
+    assert leads[0]["id"] == "f2-s0"  # the same firearm comes first
+    assert leads[0]["metadata"] == {"agency": "lab-1", "caliber": "9mm"}
+    assert leads[0]["score"] > leads[1]["score"]
+
+
+def test_search_all_jsonl_never_lists_self(db, capsys):
+    capsys.readouterr()
+    assert main(["search", str(db), "--all", "--format", "json", "--top", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5
+    for line in lines:
+        ll = json.loads(line)
+        q = ll["query"]["id"]
+        ids = [l["id"] for l in ll["leads"]]
+        assert q not in ids and len(ids) == 4
+        if q in ("f0-s0", "f0-s1", "f1-s0", "f1-s1"):
+            mate = q[:2] + ("-s1" if q.endswith("s0") else "-s0")
+            assert ids[0] == mate
+
+
+def test_search_by_id_and_filter(db, capsys):
+    capsys.readouterr()
+    assert main(["search", str(db), "--id", "f1-s0", "--filter", "agency=lab-1", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("query,rank,id,score,cmc")
+    assert out[1].split(",")[2] == "f1-s1"
+    assert main(["search", str(db), "--id", "f1-s0", "--filter", "agency=other", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["leads"] == []
+
+
+def test_table_output(db, scans, capsys):
+    capsys.readouterr()
+    assert main(["search", str(db), str(scans["f0-s1"])]) == 0
+    out = capsys.readouterr().out
+    assert "Lead list for f0-s1" in out and "rank" in out and "f0-s0" in out
+
+
+def test_compare_json(scans, capsys):
+    capsys.readouterr()
+    assert main(["compare", str(scans["f1-s0"]), str(scans["f1-s1"]), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["cmc"] >= 6 and -180 <= d["rotation_deg"] <= 180
+    assert {"score", "ccf", "dx_um", "dy_um", "cells"} <= set(d)
+    assert main(["compare", str(scans["f1-s0"]), str(scans["f2-s0"]), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cmc"] < 6
+
+
+def test_errors_exit_nonzero_with_message(tmp_path, scans, capsys):
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "nodb"), str(scans["f0-s0"])]) == 2
+    assert "no such database" in capsys.readouterr().err
+    assert main(["compare", str(scans["broken"]), str(scans["f0-s0"])]) == 2
+    assert str(scans["broken"]) in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "db2"), str(scans["f0-s0"]), "--meta", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "db3"), str(scans["f0-s0"]), "--id", "a", "--id", "b"]) == 2
+    with pytest.raises(SystemExit):
+        main(["search"])
+
+
+def test_info_text(db, capsys):
+    capsys.readouterr()
+    assert main(["info", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "exhibits   5" in out and "cartridge/height" in out and "faiss" in out
+
+
+def test_batch_reuses_pairs_consistently(db):
+    """search --all derives B-vs-A from A-vs-B: it must equal a direct comparison."""
+    from ibin import SearchParams, open_database, search_exhibits
+
+    from ibin.correlate import compare_prepared
+    from ibin.features import PreparedCartridge
+
+    with open_database(db) as d:
+        batch = {ll.query_id: ll for ll in search_exhibits(d, params=SearchParams(top=4))}
+        q = PreparedCartridge.from_arrays(*d.load(d.get("f1-s1")))
+        c = PreparedCartridge.from_arrays(*d.load(d.get("f1-s0")))
+    direct = compare_prepared(q, c)
+    lead = next(l for l in batch["f1-s1"].leads if l.id == "f1-s0")
+    assert lead.score == pytest.approx(direct.score)
+    assert lead.rotation_deg == pytest.approx(direct.rotation_deg, abs=1e-6)
+    assert (lead.dx_um, lead.dy_um) == pytest.approx((direct.dx_um, direct.dy_um), abs=1e-6)
+    back = next(l for l in batch["f1-s0"].leads if l.id == "f1-s1")
+    assert back.rotation_deg == pytest.approx(-direct.rotation_deg, abs=1e-6)

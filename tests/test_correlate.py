@@ -1,0 +1,142 @@
+"""Registration, masked NCC and Congruent Matching Cells against known ground truth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ibin.correlate import CMCParams, ComparisonParams, compare_prepared, masked_ncc
+from ibin.correlate._ncc import FixedSpectra, fft_shape, shift_window
+from ibin.features import prepare_cartridge
+from ibin.synth import cartridge_case
+
+PX = 12.5
+
+
+def _pearson(a, b):
+    m = np.isfinite(a) & np.isfinite(b)
+    x, y = a[m] - a[m].mean(), b[m] - b[m].mean()
+    return float(x @ y / math.sqrt((x @ x) * (y @ y)))
+
+
+def test_masked_ncc_equals_pearson_over_the_overlap():
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(20, 24)).astype(np.float32)
+    g = rng.normal(size=(18, 22)).astype(np.float32)
+    f[rng.random(f.shape) < 0.2] = np.nan
+    g[rng.random(g.shape) < 0.2] = np.nan
+    g[2:12, 3:15] = f[5:15, 7:19] + 0.3 * rng.normal(size=(10, 12))  # a shifted copy inside g
+    shape = fft_shape(f.shape, g.shape, 30)
+    c, n = masked_ncc(FixedSpectra(f, shape), g, min_overlap_px=10)
+    win, sy, sx = shift_window(shape, 30)
+    checked = 0
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            dy, dx = sy[i], sx[j]
+            if abs(dy) >= 15 or abs(dx) >= 15:
+                continue
+            # fixed[y, x] vs moving[y - dy, x - dx]
+            a = np.full((60, 60), np.nan, np.float32)
+            b = np.full((60, 60), np.nan, np.float32)
+            a[20:40, 20:44] = f
+            b[20 + dy : 38 + dy, 20 + dx : 42 + dx] = g
+            ov = int((np.isfinite(a) & np.isfinite(b)).sum())
+            if ov >= 10:
+                assert n[0, i, j] == ov
+                assert c[0, i, j] == pytest.approx(_pearson(a, b), abs=2e-4)
+                checked += 1
+    assert checked > 200
+    c, _ = masked_ncc(FixedSpectra(f, shape), g, min_overlap_px=100)
+    k = np.unravel_index(np.argmax(np.where(win, c[0], -1)), c[0].shape)
+    assert (sy[k[0]], sx[k[1]]) == (3, 4)  # g[y-3, x-4] ~ f[y, x]
+
+
+def _truth_map(theta_deg, shift_um, n_px):
+    """Where a point of scan B lands in scan A when B = A rotated by theta about the grid centre and shifted."""
+    c = np.array([n_px * PX / 2.0, n_px * PX / 2.0])
+    t = math.radians(-theta_deg)
+    R = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    return lambda p: (np.asarray(p) - c - np.asarray(shift_um)) @ R.T + c
+
+
+def _transformed(values: np.ndarray, theta_deg: float, shift_px: tuple[int, int]) -> np.ndarray:
+    """``values`` rotated counter-clockwise (as displayed) about the grid centre, then shifted (rows, cols)."""
+    import cv2
+
+    h, w = values.shape
+    m = np.isfinite(values)
+    A = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), theta_deg, 1.0)
+    A[:, 2] += (shift_px[1], shift_px[0])
+    v = cv2.warpAffine(np.where(m, values, 0).astype(np.float32), A, (w, h), flags=cv2.INTER_LINEAR)
+    k = cv2.warpAffine(m.astype(np.float32), A, (w, h), flags=cv2.INTER_LINEAR)
+    return np.where(k > 0.999, v, np.nan)
+
+
+@pytest.mark.parametrize("theta,shift_px", [(0.0, (0, 0)), (37.0, (10, -6)), (180.0, (-5, 3)), (291.5, (0, 12))])
+def test_rotation_and_translation_recovered(theta, shift_px):
+    """B is A rotated by theta about the grid centre and shifted: the alignment must map B back onto A."""
+    from ibin.scan import Scan
+
+    scan, _ = cartridge_case(7, 1, pixel_um=PX)
+    n = scan.shape[0] + 60
+    canvas = np.full((n, n), np.nan)
+    canvas[30:-30, 30:-30] = scan.values
+    a = prepare_cartridge(Scan(canvas, PX, PX))
+    b = prepare_cartridge(Scan(_transformed(canvas, theta, shift_px), PX, PX))
+    r = compare_prepared(a, b)
+    expected_rot = ((-theta) + 180.0) % 360.0 - 180.0
+    assert abs(((r.rotation_deg - expected_rot) + 180) % 360 - 180) < 0.75
+    truth = _truth_map(theta, (shift_px[1] * PX, shift_px[0] * PX), n)
+    c = n * PX / 2
+    pts = np.array([[c + 1200 * math.cos(t), c + 1200 * math.sin(t)] for t in np.linspace(0, 2 * math.pi, 8, endpoint=False)])
+    err = np.hypot(*(r.alignment.apply(pts) - truth(pts)).T)
+    assert err.max() < 30.0  # µm: about two canonical pixels, 1.2 mm from the centre
+    assert r.cmc >= 0.8 * r.cells and r.ccf > 0.8  # the same surface: nearly every cell agrees
+
+
+def test_same_firearm_above_different(synth_cases):
+    same, diff = [], []
+    keys = sorted(synth_cases)
+    for i, ka in enumerate(keys):
+        for kb in keys[i + 1 :]:
+            r = compare_prepared(synth_cases[ka][0], synth_cases[kb][0])
+            (same if ka[0] == kb[0] else diff).append(r)
+    assert min(r.cmc for r in same) >= 6  # the NIST identification criterion
+    assert max(r.cmc for r in diff) < 6
+    assert min(r.score for r in same) > max(r.score for r in diff)
+
+
+def test_symmetric(synth_cases):
+    a, b = synth_cases[(0, 0)][0], synth_cases[(0, 1)][0]
+    ab, ba = compare_prepared(a, b), compare_prepared(b, a)
+    assert ab.score == ba.score and ab.cmc == ba.cmc
+    assert ab.rotation_deg == pytest.approx(-ba.rotation_deg, abs=1e-9)
+    # composing the two alignments is the identity
+    p = np.array([[1500.0, 900.0], [400.0, 2100.0]])
+    np.testing.assert_allclose(ab.alignment.apply(ba.alignment.apply(p)), p, atol=1e-6)
+
+
+def test_impossible_threshold_gives_no_cells(synth_cases):
+    a, b = synth_cases[(0, 0)][0], synth_cases[(0, 1)][0]
+    strict = ComparisonParams(cmc=CMCParams(ccf_threshold=1.01))
+    r = compare_prepared(a, b, strict)
+    assert r.cmc == 0 and r.cells > 0
+    assert all(not c.congruent for c in r.cmc_ab.cells)
+
+
+def test_thresholds_scale_with_units(synth_cases):
+    """Tighter position tolerance can only remove congruent cells, never add."""
+    a, b = synth_cases[(1, 0)][0], synth_cases[(1, 1)][0]
+    loose = compare_prepared(a, b).cmc
+    tight = compare_prepared(a, b, ComparisonParams(cmc=CMCParams(xy_threshold_um=12.5))).cmc
+    assert tight <= loose
+
+
+def test_grids_must_match(synth_cases):
+    a = synth_cases[(0, 0)][0]
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="different grids"):
+        compare_prepared(a, replace(a, pixel_um=6.25))

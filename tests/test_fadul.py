@@ -1,0 +1,70 @@
+"""Real breech-face scans with known ground truth (Fadul et al. 2011, ../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numpy as np
+import pytest
+
+from .conftest import shared_path
+
+
+def _key():
+    d = shared_path("cartridge", "fadul")
+    with open(d / "key.csv") as f:
+        return d, {r["file"]: r["firearm"] for r in csv.DictReader(f)}
+
+
+def _auc(same, diff):
+    s, d = np.asarray(same)[:, None], np.asarray(diff)[None, :]
+    return float(np.mean((s > d) + 0.5 * (s == d)))
+
+
+@pytest.mark.realdata
+def test_three_slides_lead_lists(tmp_path):
+    """Slides 1-3 (12 scans, 132 lead-list entries): every scan's mates lead its list."""
+    from ibin import SearchParams, ingest, open_database, search_exhibits
+
+    d, key = _key()
+    files = sorted(f for f, fa in key.items() if fa in ("fadul-slide-1", "fadul-slide-2", "fadul-slide-3"))
+    db = open_database(tmp_path / "db", create=True)
+    rep = ingest(db, [d / f for f in files])
+    assert rep.added == len(files) == 12
+    fire = {f[:-4]: key[f] for f in files}
+    same, diff = [], []
+    for ll in search_exhibits(db, params=SearchParams(top=11)):
+        mates = {i for i in fire if fire[i] == fire[ll.query_id] and i != ll.query_id}
+        top = [l.id for l in ll.leads[: len(mates)]]
+        assert set(top) == mates, (ll.query_id, top)
+        for l in ll.leads:
+            (same if l.id in mates else diff).append(l.score)
+            if l.id in mates:
+                assert l.cmc >= 6  # the NIST identification criterion
+    assert _auc(same, diff) == 1.0
+    db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_all_780_pairs_separate():
+    """The acceptance test: all 40 scans, 780 pairs, 63 same-firearm, AUC 1 and top-1 40/40."""
+    from ibin.correlate import compare_prepared
+    from ibin.features import prepare_cartridge
+    from ibin.scan import load_scan
+
+    d, key = _key()
+    names = sorted(key)
+    prep = {n: prepare_cartridge(load_scan(d / n)) for n in names}
+    score = {}
+    same, diff = [], []
+    for a, b in itertools.combinations(names, 2):
+        s = compare_prepared(prep[a], prep[b]).score
+        score[a, b] = score[b, a] = s
+        (same if key[a] == key[b] else diff).append(s)
+    assert len(same) == 63 and len(diff) == 717
+    assert _auc(same, diff) == 1.0
+    for a in names:
+        best = max((b for b in names if b != a), key=lambda b: score[a, b])
+        assert key[best] == key[a], a

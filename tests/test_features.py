@@ -1,0 +1,134 @@
+"""Preparation: filters in physical units, breech-face region, signatures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ibin.errors import ScanError
+from ibin.features import (
+    CartridgeParams,
+    PreparedCartridge,
+    gaussian_lowpass,
+    polar_spectrum,
+    prepare_cartridge,
+    resample,
+    rotation_hypotheses,
+    spectrum_descriptor,
+)
+from ibin.scan import Scan, load_scan
+from ibin.synth import cartridge_case
+
+from .conftest import shared_path
+
+
+@pytest.mark.parametrize("pixel_um", [1.0, 2.5])
+def test_gaussian_transmits_half_at_cutoff(pixel_um):
+    """ISO 16610-21: 50 % amplitude transmission at the cut-off wavelength, whatever the grid."""
+    cutoff = 80.0
+    x = np.arange(2000) * pixel_um
+    for wavelength, expected in [(cutoff, 0.5), (4 * cutoff, math.exp(-math.pi * (0.4697 / 4) ** 2)), (cutoff / 3, 0.0)]:
+        z = np.tile(np.sin(2 * np.pi * x / wavelength), (8, 1))
+        out = gaussian_lowpass(z, pixel_um, cutoff)
+        core = slice(500, 1500)
+        amp = np.sqrt(2 * np.mean(out[4, core] ** 2))
+        assert amp == pytest.approx(expected, abs=0.02)
+
+
+def test_lowpass_ignores_missing_points():
+    z = np.full((60, 60), 3.0)
+    z[20:30, 10:50] = np.nan
+    out = gaussian_lowpass(z, 1.0, 20.0)
+    assert np.isnan(out[25, 25])
+    np.testing.assert_allclose(out[np.isfinite(out)], 3.0)  # no leakage of the hole into the mean
+
+
+def test_resample_keeps_physical_extent():
+    z = np.random.default_rng(0).normal(size=(100, 80))
+    out = resample(z, 6.25, 12.5)
+    assert out.shape == (50, 40)
+    out2 = resample(z, (6.25, 3.125), 12.5)
+    assert out2.shape == (50, 20)
+
+
+def test_raw_scan_region_found():
+    scan, truth = cartridge_case(3, 0, raw=True, pixel_um=12.5)
+    p = prepare_cartridge(scan)
+    assert p.primer is not None and p.firing_pin is not None
+    assert p.primer.radius_um == pytest.approx(2200.0, abs=60.0)
+    # the crater and the case head are outside the breech face
+    assert 6.0 < p.valid_area_mm2 < math.pi * 2.2**2
+    assert np.nanmax(np.abs(p.surface)) < 12  # no crater walls or spikes left (unit RMS)
+
+
+def test_processed_scan_passes_through():
+    scan, _ = cartridge_case(3, 0, pixel_um=12.5)
+    p = prepare_cartridge(scan)
+    assert any("already segmented" in n for n in p.notes)
+    measured = np.isfinite(scan.values).sum() * 12.5**2 * 1e-6
+    assert p.valid_area_mm2 > 0.8 * measured  # only the filter edges are lost
+
+
+def test_fadul_passes_through_without_damage():
+    scan = load_scan(shared_path("cartridge", "fadul", "Fadul_3-1.x3p"))
+    p = prepare_cartridge(scan)
+    measured = np.isfinite(scan.values).sum() * 6.25**2 * 1e-6
+    assert any("already segmented" in n for n in p.notes)
+    assert p.valid_area_mm2 > 0.75 * measured
+
+
+def test_too_small_or_flat_refused():
+    with pytest.raises(ScanError, match="covers only"):
+        prepare_cartridge(Scan(np.random.default_rng(0).normal(size=(40, 40)), 6.25, 6.25))
+    with pytest.raises(ScanError, match="constant"):
+        prepare_cartridge(Scan(np.ones((400, 400)), 6.25, 6.25))
+    with pytest.raises(ScanError, match="too coarse"):
+        prepare_cartridge(Scan(np.random.default_rng(0).normal(size=(200, 200)), 50.0, 50.0))
+
+
+def test_descriptor_is_rotation_invariant_and_discriminates():
+    import itertools
+
+    d = {}
+    for f in range(5):
+        for s in range(2):
+            scan, _ = cartridge_case(20 + f, s, pixel_um=12.5, rotation_deg=(0.0, 123.0)[s])
+            d[(f, s)] = prepare_cartridge(scan)
+    same, diff = [], []
+    for a, b in itertools.combinations(sorted(d), 2):
+        (same if a[0] == b[0] else diff).append(float(d[a].descriptor @ d[b].descriptor))
+    assert np.mean(same) > np.mean(diff) + 0.1
+    assert np.linalg.norm(d[(0, 0)].descriptor) == pytest.approx(1.0, abs=1e-5)
+    # the second shot was turned by 123°: bringing it onto the first needs -123 = 57 (mod 180)
+    for f in range(5):
+        hyp = [h for h, _ in rotation_hypotheses(d[(f, 0)].spectrum, d[(f, 1)].spectrum, count=3)]
+        assert any(abs(((h - 57.0) + 90) % 180 - 90) < 3.0 for h in hyp), (f, hyp)
+
+
+def test_spectrum_shifts_with_rotation():
+    rng = np.random.default_rng(5)
+    z = np.cumsum(rng.normal(size=(200, 200)), axis=1)  # strongly directional texture
+    z -= gaussian_lowpass(z, 10.0, 400.0)
+    P = polar_spectrum(z, 10.0, short_wavelength_um=40.0, long_wavelength_um=400.0)
+    d = spectrum_descriptor(P)
+    assert P.shape == (16, 64) and d.shape == (256,)
+    assert np.allclose(P.mean(axis=1), 0.0, atol=1e-4)  # ring means removed
+
+
+def test_storage_roundtrip():
+    scan, _ = cartridge_case(4, 0, pixel_um=12.5)
+    p = prepare_cartridge(scan)
+    arrays, attrs = p.to_arrays()
+    q = PreparedCartridge.from_arrays(arrays, attrs)
+    m = np.isfinite(p.surface)
+    assert np.array_equal(m, np.isfinite(q.surface))
+    assert np.abs(q.surface[m] - p.surface[m]).max() <= 0.5 / 25 + 1e-6 or np.abs(p.surface[m]).max() > 5
+    assert q.origin_um == p.origin_um and q.primer == p.primer
+    assert arrays["surface_q"].dtype == np.int8
+
+
+def test_params_validated():
+    with pytest.raises(ValueError):
+        CartridgeParams(pixel_um=25.0, short_cutoff_um=40.0)

@@ -1,0 +1,122 @@
+"""Feature store, catalog and FAISS index: round trips, de-duplication, filters, exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ibin.errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
+from ibin.index import Database, NewExhibit, VectorIndex
+from ibin.index._store import decode_record, encode_record
+
+
+def _ex(i: int, *, sha: str | None = None, meta=None, dim=8, rng=None) -> NewExhibit:
+    rng = rng or np.random.default_rng(i)
+    v = rng.normal(size=dim).astype(np.float32)
+    v /= np.linalg.norm(v)
+    return NewExhibit(
+        id=f"ex{i}", kind="cartridge", modality="height", source_name=f"ex{i}.x3p",
+        source_sha256=sha or f"{i:064x}", arrays={"a": np.arange(i + 3, dtype=np.int8), "v": v},
+        attrs={"i": i}, vectors={"cartridge/height": v[None]}, metadata=meta or {},
+    )
+
+
+def test_record_roundtrip_and_alignment():
+    arrays = {"x": np.arange(10, dtype=np.float32).reshape(2, 5), "q": np.array([-128, 5], np.int8), "e": np.zeros((0,))}
+    rec = encode_record(arrays, {"k": [1, 2], "s": "µm"})
+    out, attrs = decode_record(rec)
+    for k, v in arrays.items():
+        assert out[k].dtype == v.dtype and np.array_equal(out[k], v)
+    assert attrs == {"k": [1, 2], "s": "µm"}
+    with pytest.raises(DatabaseError, match="magic"):
+        decode_record(b"XXXX" + rec[4:])
+    with pytest.raises(DatabaseError, match="truncated"):
+        decode_record(rec[:-64])
+
+
+def test_database_add_get_dedup(tmp_path):
+    db = Database.create(tmp_path / "db")
+    assert db.add(_ex(1, meta={"caliber": "9mm"})) == ("ex1", True)
+    assert db.add(_ex(2, meta={"caliber": ".45"})) == ("ex2", True)
+    # the same source file again: not duplicated, the existing id comes back
+    again = _ex(9, sha=f"{1:064x}")
+    assert db.add(again) == ("ex1", False)
+    assert db.count() == 2
+    with pytest.raises(DuplicateExhibitError):
+        db.add(_ex(1, sha="f" * 64))
+    rec = db.get("ex1")
+    arrays, attrs = db.load(rec, verify=True)
+    assert np.array_equal(arrays["a"], np.arange(4, dtype=np.int8)) and attrs == {"i": 1}
+    assert rec.metadata == {"caliber": "9mm"}
+    assert [r.id for r in db.list(filters={"caliber": ".45"})] == ["ex2"]
+    with pytest.raises(ExhibitNotFoundError):
+        db.get("nope")
+    db.close()
+    # reopening sees everything
+    with Database.open(tmp_path / "db", readonly=True) as db2:
+        assert db2.count() == 2 and db2.get("ex2").metadata == {"caliber": ".45"}
+
+
+def test_metadata_must_be_text(tmp_path):
+    db = Database.create(tmp_path / "db")
+    bad = _ex(1, meta={"caliber": 9})
+    with pytest.raises(DatabaseError, match="text"):
+        db.add(bad)
+    with pytest.raises(DatabaseError, match="control"):
+        db.add(_ex(2, meta={"case": "a\x00b"}))
+    assert db.count() == 0
+
+
+def test_not_a_database(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f.txt").write_text("hello")
+    with pytest.raises(DatabaseError, match="not an ibin database"):
+        Database.open(tmp_path / "x")
+    with pytest.raises(DatabaseError, match="no such database"):
+        Database.open(tmp_path / "missing")
+    with pytest.raises(DatabaseError, match="not empty"):
+        Database.create(tmp_path / "x")
+
+
+def test_vector_search_matches_brute_force(tmp_path):
+    rng = np.random.default_rng(7)
+    db = Database.create(tmp_path / "db")
+    for i in range(60):
+        db.add(_ex(i, meta={"agency": "A" if i % 3 else "B"}, dim=16, rng=rng))
+    vecs = np.stack([db.vectors_of(r.rowid, "cartridge/height")[0] for r in db.list()])
+    rowids = np.array([r.rowid for r in db.list()])
+    q = rng.normal(size=(1, 16)).astype(np.float32)
+    D, R, P = db.search_vectors("cartridge/height", q, 10)
+    exact = rowids[np.argsort(-(vecs @ q[0]))[:10]]
+    assert list(R[0]) == list(exact)
+    assert np.all(np.diff(D[0]) <= 1e-6) and np.all(P[0] == 0)
+    # a metadata filter is applied inside the search: still k results, all allowed
+    allowed = db.rowids(filters={"agency": "B"})
+    D, R, _ = db.search_vectors("cartridge/height", q, 10, allowed_rowids=allowed)
+    assert len(set(R[0]) - {-1}) == 10 and set(R[0]) <= set(allowed)
+    # the index file is a cache: a fresh handle rebuilds the same answers from the catalog
+    (tmp_path / "db" / "index" / "cartridge-height.faiss").unlink()
+    with Database.open(tmp_path / "db") as db2:
+        D2, R2, _ = db2.search_vectors("cartridge/height", q, 10)
+    assert list(R2[0]) == list(exact)
+
+
+def test_deleted_exhibit_never_returned(tmp_path):
+    db = Database.create(tmp_path / "db")
+    for i in range(5):
+        db.add(_ex(i))
+    q = db.vectors_of(db.get("ex3").rowid, "cartridge/height")
+    db.delete("ex3")
+    with Database.open(tmp_path / "db") as db2:  # its index file may still hold ex3
+        _, R, _ = db2.search_vectors("cartridge/height", q, 5)
+        ids = {db2.get_rowids([r])[r].id for r in R[0] if r >= 0}
+    assert "ex3" not in ids and len(ids) == 4
+
+
+def test_vector_index_empty_and_selector():
+    idx = VectorIndex(4)
+    D, I = idx.search(np.ones((1, 4), np.float32), 3)
+    assert (I == -1).all()
+    idx.add(np.array([10, 20, 30]), np.eye(4, dtype=np.float32)[:3])
+    D, I = idx.search(np.eye(4, dtype=np.float32)[:1], 3, allowed=np.array([20, 30]))
+    assert set(I[0]) == {20, 30, -1}
