@@ -208,6 +208,26 @@ class PreparedCartridge:
         )
 
 
+def _local_mean3(v: np.ndarray) -> np.ndarray:
+    """Mean of the measured points in each 3 x 3 neighbourhood (NaN where none)."""
+    import cv2
+
+    m = np.isfinite(v)
+    s = cv2.blur(np.where(m, v, 0.0), (3, 3), borderType=cv2.BORDER_CONSTANT)
+    w = cv2.blur(m.astype(np.float64), (3, 3), borderType=cv2.BORDER_CONSTANT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w > 0, s / w, np.nan)
+
+
+def _erode(m: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary erosion by a 3 x 3 square, ``iterations`` times; outside the grid counts as empty."""
+    import cv2
+
+    padded = np.pad(m.astype(np.uint8), iterations)
+    out = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=iterations)
+    return out[iterations:-iterations, iterations:-iterations].astype(bool)
+
+
 def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> PreparedCartridge:
     """Prepare a cartridge-case scan (raw or already processed) for comparison.
 
@@ -257,9 +277,9 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     )
     notes.extend(roi.notes)
     v[~roi.mask] = np.nan
-    # 4. spikes
-    resid = v - gaussian_lowpass(v, px, p.short_cutoff_um)
-    s = robust_std(resid)
+    # 4. spikes: points far from the mean of their 3 x 3 neighbourhood
+    resid = v - _local_mean3(v)
+    s = robust_std(resid[::3, ::3])
     if np.isfinite(s) and s > 0:
         spikes = np.abs(resid) > p.outlier_sigma * s
         n_sp = int(spikes.sum())
@@ -273,7 +293,7 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     m = np.isfinite(bp)
     er = int(round(p.edge_erosion_um / p.pixel_um))
     if er > 0:
-        m = ndimage.binary_erosion(m, iterations=er, border_value=0)
+        m = _erode(m, er)
     bp[~m] = np.nan
     area_mm2 = m.sum() * p.pixel_um**2 * 1e-6
     if area_mm2 < p.min_area_mm2:
@@ -293,9 +313,10 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     surface = (bp / rms).astype(np.float32)
     shift = lambda circ: None if circ is None else Circle(circ.x_um - c0 * p.pixel_um, circ.y_um - r0 * p.pixel_um, circ.radius_um)  # noqa: E731
     # 8. signatures
+    coarse = resample(surface, p.pixel_um, 2 * p.pixel_um)
     spec = polar_spectrum(
-        surface, p.pixel_um,
-        short_wavelength_um=1.25 * p.short_cutoff_um, long_wavelength_um=p.long_cutoff_um,
+        coarse, 2 * p.pixel_um,
+        short_wavelength_um=max(1.25 * p.short_cutoff_um, 5 * p.pixel_um), long_wavelength_um=p.long_cutoff_um,
         n_rings=p.spectrum_rings, n_orientations=p.spectrum_orientations,
     )
     desc = spectrum_descriptor(spec, harmonics=p.spectrum_harmonics)

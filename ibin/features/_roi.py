@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import convex_hull_image
 
 from ._filters import gaussian_lowpass, level_polynomial, resample, robust_std
 
@@ -165,7 +164,7 @@ def find_breech_face(
 
     # cut thin bridges between the primer face and the case head
     rad = max(1, int(round(40.0 / work)))
-    near = ndimage.binary_opening(near, structure=_disk(rad))
+    near = _morph(near, rad, "open")
     lab, n = ndimage.label(near)
     if n == 0:
         return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
@@ -187,7 +186,7 @@ def find_breech_face(
     comp = lab == best
     # the firing-pin impression may reach the primer edge (a large,
     # off-centre aperture), so the primer is the convex hull of the face
-    hull = convex_hull_image(comp)
+    hull = _convex_hull(comp)
 
     # primer outline: the hull's contour away from the image border
     primer = None
@@ -206,7 +205,7 @@ def find_breech_face(
         yy, xx = np.mgrid[0 : w.shape[0], 0 : w.shape[1]]
         inside = np.hypot((xx + 0.5) * work - primer.x_um, (yy + 0.5) * work - primer.y_um) <= primer.radius_um - 2 * work
         holes &= inside
-    holes = ndimage.binary_opening(holes, structure=_disk(rad))
+    holes = _morph(holes, rad, "open")
     firing_pin = None
     fp_mask = np.zeros_like(comp)
     hl, hn = ndimage.label(holes)
@@ -223,12 +222,12 @@ def find_breech_face(
                     notes.append(f"firing-pin impression: circle r = {firing_pin.radius_um:.0f} µm")
     filled = hull
     measured_crater = bool((fp_mask & deep).sum() > 0.2 * max(fp_mask.sum(), 1))
-    measured_outside = bool((valid & ~filled & ~ndimage.binary_dilation(filled, _disk(rad))).sum() > 0.02 * valid.sum())
+    measured_outside = bool((valid & ~filled & ~_morph(filled, rad, "dilate")).sum() > 0.02 * valid.sum())
 
     roi = comp.copy()
     if fp_mask.any() and measured_crater and not segmented:
         grow = max(1, int(round(firing_pin_margin_um / work)))
-        roi &= ~ndimage.binary_dilation(fp_mask, _disk(grow))
+        roi &= ~_morph(fp_mask, grow, "dilate")
         notes.append(f"firing-pin crater measured: {firing_pin_margin_um:g} µm margin removed")
     if primer is not None and measured_outside and not segmented:
         yy, xx = np.mgrid[0 : w.shape[0], 0 : w.shape[1]]
@@ -245,6 +244,16 @@ def find_breech_face(
     return BreechFaceROI(mask, primer, firing_pin, tuple(notes))
 
 
+def _convex_hull(m: np.ndarray) -> np.ndarray:
+    import cv2
+
+    pts = cv2.findNonZero(m.astype(np.uint8))
+    out = np.zeros(m.shape, np.uint8)
+    if pts is not None:
+        cv2.fillConvexPoly(out, cv2.convexHull(pts), 1)
+    return out.astype(bool)
+
+
 def _upsample_mask(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -254,6 +263,19 @@ def _upsample_mask(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _disk(r: int) -> np.ndarray:
     y, x = np.ogrid[-r : r + 1, -r : r + 1]
     return x * x + y * y <= r * r
+
+
+def _morph(m: np.ndarray, r: int, op: str) -> np.ndarray:
+    """Binary opening or dilation by a disc of radius ``r`` pixels (outside the grid is empty)."""
+    import cv2
+
+    k = _disk(r).astype(np.uint8)
+    x = np.pad(m.astype(np.uint8), r)
+    if op == "open":
+        x = cv2.morphologyEx(x, cv2.MORPH_OPEN, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    else:
+        x = cv2.dilate(x, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return x[r:-r, r:-r].astype(bool)
 
 
 def _otsu(x: np.ndarray) -> float:

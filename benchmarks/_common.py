@@ -1,0 +1,83 @@
+"""Shared helpers for benchmarks: environment record, result files, statistics."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("IBIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def single_thread() -> None:
+    """Pin numerical libraries to one thread (call before importing them)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def environment(command: str) -> dict:
+    """Machine, load, software versions and the command that produced a result."""
+    from ibin.cli.info import versions
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {
+        "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_start": load},
+        "versions": versions(),
+        "command": command,
+    }
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(payload, indent=2, default=_default) + "\n")
+    return out
+
+
+def _default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def auc(same, diff) -> float:
+    """ROC AUC: probability that a same-source score beats a different-source one (ties count half)."""
+    s = np.asarray(same, dtype=np.float64)[:, None]
+    d = np.asarray(diff, dtype=np.float64)[None, :]
+    return float(np.mean((s > d) + 0.5 * (s == d)))
+
+
+def eer(same, diff) -> float:
+    """Equal error rate of a threshold on the scores."""
+    s, d = np.asarray(same, float), np.asarray(diff, float)
+    best = 1.0
+    for t in np.unique(np.concatenate([s, d])):
+        fnr = float(np.mean(s < t))
+        fpr = float(np.mean(d >= t))
+        best = min(best, max(fnr, fpr))
+    return best
+
+
+def quantiles(x, qs=(50, 95)) -> dict:
+    x = np.asarray(x, dtype=np.float64)
+    return {f"p{q}": float(np.percentile(x, q)) for q in qs} | {"n": int(x.size)}
