@@ -245,7 +245,8 @@ def ingest(
                     id=ex_id, kind=kind, modality=prep.modality,
                     source_name=Path(scan.source).name if scan.source else ex_id,
                     source_sha256=sha, arrays=arrays, attrs=attrs,
-                    vectors={f"{kind}/{prep.modality}": prep.descriptor[None]},
+                    vectors={f"{kind}/{prep.modality}": prep.descriptor[None], **_polar_vectors(kind, prep)[0]},
+                    vector_parts=_polar_vectors(kind, prep)[1],
                     metadata=md, user=who,
                 )
                 got, added = db.add(new)
@@ -257,6 +258,24 @@ def ingest(
         if progress is not None:
             progress(i + 1, total, res)
     return report
+
+
+#: Vector part number of each anchor of the polar signatures (only like anchors are
+#: compared). Vector ids are unique across spaces, so these stay clear of other parts.
+ANCHOR_PARTS = {"firing_pin": 16, "primer": 17, "centroid": 18}
+
+
+def _polar_space(kind: str, modality: str) -> str:
+    return f"{kind}-polar/{modality}"
+
+
+def _polar_vectors(kind: str, prep) -> tuple[dict, dict]:
+    from .features._polar import to_vector
+
+    if prep.polar is None:
+        return {}, {}
+    space = _polar_space(kind, prep.modality)
+    return {space: to_vector(prep.polar)}, {space: tuple(ANCHOR_PARTS[a] for a in prep.anchors)}
 
 
 def _values_sha(scan: Scan) -> str:
@@ -397,16 +416,60 @@ def _lead(rank: int, rec, r) -> Lead:
 
 
 def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | None = None):
-    """Candidate records from the index, best first (deleted exhibits and the query itself dropped)."""
-    space = f"{kind}/{prep.modality}"
+    """Candidate records, best first (deleted exhibits and the query itself dropped).
+
+    Two signatures propose candidates: the anchored polar signatures,
+    compared at every rotation (:func:`ibin.features.rotation_max`), and the
+    rotation- and translation-invariant spectral descriptor, which needs no
+    anchor. The union goes to the screen.
+    """
     allowed = None
     if params.filters:
         allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
-    k = max(params.candidates, params.n_verify) + (1 if exclude_rowid is not None else 0)
-    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k, allowed_rowids=allowed)
-    ids = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
+    k = max(params.candidates, params.n_verify)
+    scores: dict[int, float] = {}
+    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed):
+        if rowid != exclude_rowid:
+            scores[rowid] = s
+    k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
+    _, rowids, _ = db.search_vectors(f"{kind}/{prep.modality}", prep.descriptor[None], k_spec, allowed_rowids=allowed)
+    spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
+    polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
+    ids = polar_order + [r for r in spectral if r not in scores]
     recs = db.get_rowids(ids)
-    return [recs[i] for i in ids if i in recs][: max(params.candidates, params.n_verify)]
+    return [recs[i] for i in ids if i in recs]
+
+
+def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
+    from .features import rotation_max
+    from .features._polar import PolarParams, from_vector
+
+    if prep.polar is None:
+        return []
+    rowids, parts, x = db.space_matrix(_polar_space(kind, prep.modality))
+    if len(rowids) == 0:
+        return []
+    keep = np.ones(len(rowids), bool) if allowed is None else np.isin(rowids, allowed)
+    best = np.full(len(rowids), -np.inf, np.float32)
+    kept = PolarParams().rings_kept
+    for anchor, C in zip(prep.anchors, prep.polar):
+        sel = keep & (parts == ANCHOR_PARTS[anchor])
+        if sel.any():
+            s, _ = rotation_max(C, from_vector(x[sel], kept))
+            best[sel] = np.maximum(best[sel], s)
+    # one score per exhibit: its best anchor
+    order = np.argsort(-best)
+    out: list[tuple[int, float]] = []
+    seen: set[int] = set()
+    for i in order:
+        if not np.isfinite(best[i]) or len(out) >= k:
+            break
+        r = int(rowids[i])
+        if r not in seen:
+            seen.add(r)
+            out.append((r, float(best[i])))
+    return out
 
 
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,

@@ -97,6 +97,7 @@ class NewExhibit:
     vectors: Mapping[str, np.ndarray]  # space -> (n_parts, dim) float32
     metadata: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
+    vector_parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # space -> part number of each row
 
 
 @dataclass(frozen=True)
@@ -324,11 +325,12 @@ class Database:
             )
             for space, vecs in ex.vectors.items():
                 v = np.ascontiguousarray(np.atleast_2d(vecs), dtype=np.float32)
-                if len(v) > (1 << _VECTOR_PART_BITS):
-                    raise ValueError("too many vectors for one exhibit")
+                parts = tuple(ex.vector_parts.get(space, range(len(v))))
+                if len(parts) != len(v) or len(set(parts)) != len(parts) or not all(0 <= p < (1 << _VECTOR_PART_BITS) for p in parts):
+                    raise ValueError(f"bad vector parts for space {space!r}: {parts}")
                 cur.executemany(
                     "INSERT INTO vectors (id, exhibit, space, part, vec) VALUES (?,?,?,?,?)",
-                    [((rowid << _VECTOR_PART_BITS) | i, rowid, space, i, v[i].tobytes()) for i in range(len(v))],
+                    [((rowid << _VECTOR_PART_BITS) | p, rowid, space, p, v[i].tobytes()) for i, p in enumerate(parts)],
                 )
         return ex.id, True
 
@@ -476,6 +478,18 @@ class Database:
     def _live_vector_ids(self, space: str, candidates: np.ndarray) -> np.ndarray:
         live = self._all_vector_ids(space)
         return live[np.isin(live, candidates)]
+
+    def space_matrix(self, space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All vectors of an exact space: ``(exhibit rowids, parts, vectors)`` (vectors not copied).
+
+        May include exhibits deleted by another process since the index was
+        loaded; callers drop rowids the catalog no longer has.
+        """
+        idx = self.index(space)
+        if idx is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        ids, x = idx.matrix()
+        return ids >> _VECTOR_PART_BITS, ids & ((1 << _VECTOR_PART_BITS) - 1), x
 
     def vectors_of(self, rowid: int, space: str) -> np.ndarray:
         rows = self._conn.execute(
