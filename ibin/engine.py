@@ -37,6 +37,7 @@ __all__ = [
     "search_exhibits",
     "compare",
     "prepare",
+    "add_prepared",
     "open_database",
     "KINDS",
 ]
@@ -214,8 +215,6 @@ def ingest(
     -------
     IngestReport
     """
-    from .index import NewExhibit
-
     _check_kind(kind)
     if ids is not None and len(ids) != len(sources):
         raise ValueError(f"{len(ids)} ids given for {len(sources)} sources")
@@ -224,7 +223,6 @@ def ingest(
         if not isinstance(v, str):
             raise DatabaseError(f"metadata value of {k!r} must be text, got {type(v).__name__}")
     who = _user(user)
-    params_json = _cartridge_params_json()
     report = IngestReport()
     total = len(sources)
     for i, src in enumerate(sources):
@@ -238,18 +236,12 @@ def ingest(
                 res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
             else:
                 prep = prepare(scan, kind)
-                db.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
-                arrays, attrs = prep.to_arrays()
-                attrs = dict(attrs, source_info=dict(scan.info), source_pixel_um=[scan.pixel_x_um, scan.pixel_y_um])
-                new = NewExhibit(
-                    id=ex_id, kind=kind, modality=prep.modality,
-                    source_name=Path(scan.source).name if scan.source else ex_id,
-                    source_sha256=sha, arrays=arrays, attrs=attrs,
-                    vectors={f"{kind}/{prep.modality}": prep.descriptor[None], **_polar_vectors(kind, prep)[0]},
-                    vector_parts=_polar_vectors(kind, prep)[1],
-                    metadata=md, user=who,
+                got, added = add_prepared(
+                    db, prep, id=ex_id, kind=kind,
+                    source_name=Path(scan.source).name if scan.source else ex_id, sha256=sha,
+                    metadata=md, user=who, source_info=dict(scan.info),
+                    source_pixel_um=(scan.pixel_x_um, scan.pixel_y_um),
                 )
-                got, added = db.add(new)
                 res = IngestResult(str(name), got, "added" if added else "duplicate",
                                    "" if added else f"already on file as {got}")
         except (IbinError, ValueError) as e:
@@ -276,6 +268,30 @@ def _polar_vectors(kind: str, prep) -> tuple[dict, dict]:
         return {}, {}
     space = _polar_space(kind, prep.modality)
     return {space: to_vector(prep.polar)}, {space: tuple(ANCHOR_PARTS[a] for a in prep.anchors)}
+
+
+def add_prepared(db, prep, *, id: str, kind: str, source_name: str, sha256: str,
+                 metadata: Mapping[str, str] | None = None, user: str | None = None,
+                 source_info: Mapping[str, str] | None = None, source_pixel_um=None,
+                 fsync: bool = True) -> tuple[str, bool]:
+    """Put an already prepared exhibit on file (the write half of :func:`ingest`).
+
+    Returns ``(id, added)`` as :meth:`ibin.index.Database.add`. ``fsync=False``
+    skips syncing the feature record (bulk loads that can be redone).
+    """
+    from .index import NewExhibit
+
+    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json())
+    arrays, attrs = prep.to_arrays()
+    attrs = dict(attrs, source_info=dict(source_info or {}),
+                 source_pixel_um=list(source_pixel_um) if source_pixel_um is not None else None)
+    vectors, parts = _polar_vectors(kind, prep)
+    new = NewExhibit(
+        id=id, kind=kind, modality=prep.modality, source_name=source_name, source_sha256=sha256,
+        arrays=arrays, attrs=attrs, vectors={f"{kind}/{prep.modality}": prep.descriptor[None], **vectors},
+        vector_parts=parts, metadata=dict(metadata or {}), user=_user(user),
+    )
+    return db.add(new, durable=fsync)
 
 
 def _values_sha(scan: Scan) -> str:

@@ -285,8 +285,11 @@ class Database:
         ).fetchone()
         return None if row is None else row[0]
 
-    def add(self, ex: NewExhibit) -> tuple[str, bool]:
+    def add(self, ex: NewExhibit, *, durable: bool = True) -> tuple[str, bool]:
         """Put an exhibit on file.
+
+        With ``durable`` (the default) the feature record is synced to disk
+        before the catalog commit; bulk loads that can be repeated may skip it.
 
         Returns ``(id, added)``: ``added`` is False when the same source file
         (same SHA-256, same kind) is already on file, whose id is returned.
@@ -311,7 +314,7 @@ class Database:
                 raise DuplicateExhibitError(
                     f"exhibit id {ex.id!r} is already on file for a different source file; choose another --id"
                 )
-            ref = self.store.append(record)
+            ref = self.store.append(record, fsync=durable)
             cur.execute(
                 "INSERT INTO exhibits (id, kind, modality, source_name, source_sha256, ingested_at, ingested_by,"
                 " seg, off, len, record_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
