@@ -458,34 +458,34 @@ def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | 
 
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
     """Exhibits whose polar signatures correlate best with the query's at any rotation."""
-    from .features import rotation_max
-    from .features._polar import PolarParams, from_vector
+    from .features._polar import PolarParams, coarse_columns, rotation_max_top
 
     if prep.polar is None:
         return []
-    rowids, parts, x = db.space_matrix(_polar_space(kind, prep.modality))
+    space = _polar_space(kind, prep.modality)
+    rowids, parts, x = db.space_matrix(space)
     if len(rowids) == 0:
         return []
+    pp = PolarParams()
+    # the first harmonics of every stored signature, kept with the database handle
+    key = ("polar-coarse", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
+    coarse = db.derived.get(key)
+    if coarse is None:
+        coarse = np.ascontiguousarray(x[:, coarse_columns(pp.rings_kept, pp.harmonics, 8)], dtype=np.float32)
+        db.derived.clear()
+        db.derived[key] = coarse
     keep = np.ones(len(rowids), bool) if allowed is None else np.isin(rowids, allowed)
-    best = np.full(len(rowids), -np.inf, np.float32)
-    kept = PolarParams().rings_kept
+    best: dict[int, float] = {}
     for anchor, C in zip(prep.anchors, prep.polar):
-        sel = keep & (parts == ANCHOR_PARTS[anchor])
-        if sel.any():
-            s, _ = rotation_max(C, from_vector(x[sel], kept))
-            best[sel] = np.maximum(best[sel], s)
-    # one score per exhibit: its best anchor
-    order = np.argsort(-best)
-    out: list[tuple[int, float]] = []
-    seen: set[int] = set()
-    for i in order:
-        if not np.isfinite(best[i]) or len(out) >= k:
-            break
-        r = int(rowids[i])
-        if r not in seen:
-            seen.add(r)
-            out.append((r, float(best[i])))
-    return out
+        sel = np.flatnonzero(keep & (parts == ANCHOR_PARTS[anchor]))
+        if len(sel) == 0:
+            continue
+        idx, score = rotation_max_top(C, x[sel], min(k, len(sel)), coarse=coarse[sel])
+        for i, s in zip(sel[idx], score):
+            r = int(rowids[i])
+            if s > best.get(r, -np.inf):
+                best[r] = float(s)
+    return sorted(best.items(), key=lambda t: -t[1])[:k]
 
 
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,

@@ -57,3 +57,4 @@ def polar_power_bins(power, fy, fx, log_kmin, log_kmax, n_k, n_phi):  # pragma: 
             acc[kb, b] += f * pw
             wts[kb, b] += f
     return acc, wts
+

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PolarParams", "polar_signature", "rotation_max", "rotate_signature", "anchors_of"]
+__all__ = ["PolarParams", "polar_signature", "rotation_max", "rotation_max_top", "rotate_signature", "anchors_of"]
 
 
 @dataclass(frozen=True)
@@ -204,3 +204,63 @@ def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, ch
         scores[s : s + chunk] = S[np.arange(len(blk)), j]
         rots[s : s + chunk] = ((j * (360.0 / angles)) + 180.0) % 360.0 - 180.0
     return scores, rots
+
+
+def coarse_columns(rings: int, harmonics: int, coarse_harmonics: int) -> np.ndarray:
+    """Columns of a signature vector (:func:`to_vector`) holding its first ``coarse_harmonics`` harmonics."""
+    half = rings * harmonics
+    cols = [k * harmonics + m for k in range(rings) for m in range(coarse_harmonics)]
+    return np.array(cols + [half + c for c in cols], dtype=np.int64)
+
+
+def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: np.ndarray | None = None,
+                     coarse_harmonics: int = 8, keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` stored signatures that best match the query at any rotation.
+
+    Two passes over all stored signatures, both exact for what they compute:
+
+    1. every signature is scored on its first ``coarse_harmonics``
+       harmonics at ``4 * coarse_harmonics`` rotations: for the query, a
+       ``(2 rings coarse_harmonics, 4 coarse_harmonics)`` matrix of its
+       rotated coefficients, so the pass is one matrix product (BLAS);
+    2. the best ``keep`` (default ``max(10 k, 2000)``) are scored on all
+       harmonics by :func:`rotation_max`.
+
+    Parameters
+    ----------
+    query : ndarray (rings, harmonics), complex
+    stored : ndarray (n, 2 * rings * harmonics), float32
+        Signatures as real vectors (:func:`to_vector`).
+    k : int
+    coarse : ndarray (n, 2 * rings * coarse_harmonics), float32, optional
+        ``stored[:, coarse_columns(...)]``, when kept between searches.
+
+    Returns
+    -------
+    index : ndarray (k,) int64, best first
+    score : ndarray (k,) float32
+    """
+    q = np.asarray(query, dtype=np.complex64)
+    R, M = q.shape
+    n = stored.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    if stored.shape[1] != 2 * R * M:
+        raise ValueError(f"stored signatures have {stored.shape[1]} values, expected {2 * R * M}")
+    mc = min(coarse_harmonics, M)
+    if coarse is None:
+        coarse = np.ascontiguousarray(stored[:, coarse_columns(R, M, mc)], dtype=np.float32)
+    # rotated query coefficients: rotating the stored surface by alpha is the
+    # same as rotating the query by -alpha; <q_rot, d> = Re sum q conj(d) e^{i m alpha}
+    ang = np.arange(4 * mc) * (2 * np.pi / (4 * mc))
+    rot = q[None, :, :mc] * np.exp(1j * np.outer(ang, np.arange(1, mc + 1)))[:, None, :]  # (A, R, mc)
+    V = np.concatenate([rot.real.reshape(len(ang), -1), rot.imag.reshape(len(ang), -1)], axis=1).T.astype(np.float32)
+    scores = np.empty(n, np.float32)
+    step = 1 << 16
+    for s in range(0, n, step):
+        scores[s : s + step] = (coarse[s : s + step] @ V).max(axis=1)
+    keep = min(n, keep or max(10 * k, 2000))
+    cand = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < n else np.arange(n)
+    exact, _ = rotation_max(q, from_vector(np.asarray(stored[cand], dtype=np.float32), R))
+    order = np.argsort(-exact)[:k]
+    return cand[order].astype(np.int64), exact[order]

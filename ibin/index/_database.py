@@ -135,6 +135,8 @@ class Database:
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.Lock()
         self.on_wait: Callable[[float], None] | None = None
+        #: arrays derived from the indexes by the engine, kept for this handle's lifetime
+        self.derived: dict = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
