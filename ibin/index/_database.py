@@ -322,14 +322,21 @@ class Database:
                 "INSERT INTO metadata (exhibit, key, value) VALUES (?,?,?)",
                 [(rowid, k, str(v)) for k, v in ex.metadata.items()],
             )
+            # parts are numbered across all of the exhibit's spaces, so that
+            # vector ids (rowid << 8 | part) stay unique when an exhibit has
+            # vectors in several spaces (a bullet: one per land and one for
+            # the whole bullet)
+            base = 0
             for space, vecs in ex.vectors.items():
                 v = np.ascontiguousarray(np.atleast_2d(vecs), dtype=np.float32)
-                if len(v) > (1 << _VECTOR_PART_BITS):
+                if base + len(v) > (1 << _VECTOR_PART_BITS):
                     raise ValueError("too many vectors for one exhibit")
                 cur.executemany(
                     "INSERT INTO vectors (id, exhibit, space, part, vec) VALUES (?,?,?,?,?)",
-                    [((rowid << _VECTOR_PART_BITS) | i, rowid, space, i, v[i].tobytes()) for i in range(len(v))],
+                    [((rowid << _VECTOR_PART_BITS) | (base + i), rowid, space, base + i, v[i].tobytes())
+                     for i in range(len(v))],
                 )
+                base += len(v)
         return ex.id, True
 
     def delete(self, exhibit_id: str) -> None:
