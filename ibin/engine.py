@@ -57,26 +57,41 @@ KINDS = ("cartridge", "bullet")
 class SearchParams:
     """Per-search settings.
 
+    A search runs in three stages: the index proposes ``candidates``
+    exhibits by descriptor similarity; a coarse areal correlation screens
+    them (:class:`ibin.correlate.QueryScreen`); the best ``verify`` go
+    through the full comparison (registration and congruent matching
+    cells), whose score orders the lead list.
+
     Attributes
     ----------
     top : int
         Leads returned.
     candidates : int
-        Exhibits the index hands to the full re-rank (at least ``top``).
+        Exhibits the index hands to the screen.
+    verify : int
+        Exhibits that get the full comparison (at least ``top``).
     filters : mapping of str to str
         Metadata that candidates must match exactly (applied inside the
         index search).
+    workers : int
+        Threads for the full comparisons.
     """
 
     top: int = 10
-    candidates: int = 100
+    candidates: int = 300
+    verify: int = 20
     filters: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.top < 1:
-            raise ValueError("top must be at least 1")
-        if self.candidates < 1:
-            raise ValueError("candidates must be at least 1")
+        for name in ("top", "candidates", "verify", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def n_verify(self) -> int:
+        return max(self.verify, self.top)
 
 
 @dataclass(frozen=True)
@@ -289,6 +304,42 @@ class _Prepared:
         self.pyramid = Pyramid(prep.surface, prep.pixel_um)
 
 
+class _Cache:
+    """Least-recently-used store of prepared exhibits and of pair comparisons, bounded in size."""
+
+    def __init__(self, max_items: int = 2000, max_pairs: int = 200_000):
+        import threading
+        from collections import OrderedDict
+
+        self.items: "OrderedDict[int, _Prepared]" = OrderedDict()
+        self.pairs: "OrderedDict[tuple[int, int], object]" = OrderedDict()
+        self.max_items, self.max_pairs = max_items, max_pairs
+        self._lock = threading.Lock()
+
+    def prepared(self, db, rec) -> _Prepared:
+        with self._lock:
+            got = self.items.get(rec.rowid)
+            if got is not None:
+                self.items.move_to_end(rec.rowid)
+                return got
+        got = _Prepared(_load_prepared(db, rec))
+        with self._lock:
+            self.items[rec.rowid] = got
+            if len(self.items) > self.max_items:
+                self.items.popitem(last=False)
+        return got
+
+    def pair(self, a: int, b: int):
+        with self._lock:
+            return self.pairs.get((min(a, b), max(a, b)))
+
+    def put_pair(self, a: int, b: int, r) -> None:
+        with self._lock:
+            self.pairs[(min(a, b), max(a, b))] = r
+            if len(self.pairs) > self.max_pairs:
+                self.pairs.popitem(last=False)
+
+
 def _load_prepared(db, rec):
     from .features import PreparedCartridge
 
@@ -296,39 +347,64 @@ def _load_prepared(db, rec):
     return PreparedCartridge.from_arrays(arrays, attrs)
 
 
-def _rerank(query: _Prepared, records, db, cache: dict | None = None, *, query_rowid: int | None = None,
-            pairs: dict | None = None) -> list[tuple[float, object, object]]:
-    """Compare the query with each record; best first.
+def _screen(query: _Prepared, records, db, keep: int) -> list:
+    """The ``keep`` records with the best coarse areal correlation (all when there are few)."""
+    if len(records) <= keep:
+        return list(records)
+    from .correlate import QueryScreen
+    from .features import dequantize
 
-    ``cache`` keeps prepared exhibits by rowid; ``pairs`` keeps comparisons
-    of two exhibits on file by their rowids, so a batch compares each pair
-    once (the comparison is symmetric; the reverse view is derived).
+    loaded = []
+    for rec in records:
+        arrays, _ = db.load(rec)
+        loaded.append((rec, dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"])))
+    shape = tuple(int(v) for v in np.max([c.shape for _, c, _ in loaded], axis=0))
+    qs = QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
+    scored = [(qs.score(c, sp)[0], rec) for rec, c, sp in loaded]
+    scored.sort(key=lambda t: (-t[0], t[1].id))
+    return [rec for _, rec in scored[:keep]]
+
+
+def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | None = None,
+            workers: int = 1) -> list[tuple[float, object, object]]:
+    """Full comparison of the query with each record; best first.
+
+    ``cache`` keeps prepared exhibits and, for exhibits on file, pair
+    comparisons: a batch compares each pair once (the comparison is
+    symmetric; the reverse view is derived).
     """
     from .correlate import compare_prepared
 
-    out = []
-    for rec in records:
+    def one(rec):
         try:
-            key = None
-            if pairs is not None and query_rowid is not None:
-                key = (min(query_rowid, rec.rowid), max(query_rowid, rec.rowid))
-                hit = pairs.get(key)
-                if hit is not None and (key[0] == query_rowid or rec.rowid in cache):
+            if query_rowid is not None:
+                hit = cache.pair(query_rowid, rec.rowid)
+                if hit is not None:
                     # the stored view has the lower rowid as A; swapping needs A's scan centre
-                    r = hit if key[0] == query_rowid else hit.swapped(cache[rec.rowid].prep.scan_centre_um)
-                    out.append((r.score, rec, r))
-                    continue
-            cand = cache.get(rec.rowid) if cache is not None else None
-            if cand is None:
-                cand = _Prepared(_load_prepared(db, rec))
-                if cache is not None:
-                    cache[rec.rowid] = cand
+                    if query_rowid < rec.rowid:
+                        return hit.score, rec, hit
+                    other = cache.prepared(db, rec)
+                    r = hit.swapped(other.prep.scan_centre_um)
+                    return r.score, rec, r
+            cand = cache.prepared(db, rec)
             r = compare_prepared(query.prep, cand.prep, pyramids=(query.pyramid, cand.pyramid))
-            if key is not None:
-                pairs[key] = r if key[0] == query_rowid else r.swapped(query.prep.scan_centre_um)
-            out.append((r.score, rec, r))
+            if query_rowid is not None:
+                cache.put_pair(query_rowid, rec.rowid,
+                               r if query_rowid < rec.rowid else r.swapped(query.prep.scan_centre_um))
+            return r.score, rec, r
         except (IbinError, ValueError) as e:
-            out.append((-math.inf, rec, f"failed: {e}"))
+            return -math.inf, rec, f"failed: {e}"
+
+    # load serially (one database handle), compare in parallel
+    for rec in records:
+        cache.prepared(db, rec)
+    if workers > 1 and len(records) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(records))) as ex:
+            out = list(ex.map(one, records))
+    else:
+        out = [one(rec) for rec in records]
     out.sort(key=lambda t: (-t[0], t[1].id))
     return out
 
@@ -343,20 +419,35 @@ def _lead(rank: int, rec, r) -> Lead:
 
 
 def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | None = None):
+    """Candidate records from the index, best first (deleted exhibits and the query itself dropped)."""
     space = f"{kind}/{prep.modality}"
     allowed = None
     if params.filters:
         allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
-        if exclude_rowid is not None:
-            allowed = allowed[allowed != exclude_rowid]
-    elif exclude_rowid is not None:
-        allowed = db.rowids(kind=kind, modality=prep.modality)
-        allowed = allowed[allowed != exclude_rowid]
-    k = max(params.candidates, params.top)
+    k = max(params.candidates, params.n_verify) + (1 if exclude_rowid is not None else 0)
     _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k, allowed_rowids=allowed)
-    ids = [int(r) for r in rowids[0] if r >= 0]
+    ids = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
     recs = db.get_rowids(ids)
-    return [recs[i] for i in ids if i in recs]
+    return [recs[i] for i in ids if i in recs][: max(params.candidates, params.n_verify)]
+
+
+def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
+               *, query_rowid: int | None = None, t0: float, total: int | None = None,
+               exclude_rowid: int | None = None) -> LeadList:
+    t1 = time.perf_counter()
+    cands = _candidates(db, q.prep, kind, params, exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
+    t2 = time.perf_counter()
+    verified = _screen(q, cands, db, params.n_verify)
+    t3 = time.perf_counter()
+    ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
+    t4 = time.perf_counter()
+    leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
+    return LeadList(
+        query_id=query_id, query_file=query_file, kind=kind, leads=leads,
+        database_path=str(db.path), database_exhibits=db.count(kind=kind) if total is None else total,
+        timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "screen": (t3 - t2) * 1e3,
+                   "rerank": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
+    )
 
 
 def search(
@@ -369,6 +460,9 @@ def search(
     query_id: str | None = None,
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
+
+    If the same file (same SHA-256) is already on file, that exhibit is not
+    listed as a lead of itself.
 
     Parameters
     ----------
@@ -395,20 +489,15 @@ def search(
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
     prep = prepare(scan, kind)
-    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json()) if not db.readonly else None
-    q = _Prepared(prep)
-    t1 = time.perf_counter()
-    cands = _candidates(db, prep, kind, p)
-    t2 = time.perf_counter()
-    ranked = _rerank(q, cands, db)
-    t3 = time.perf_counter()
-    leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: p.top]))
-    return LeadList(
-        query_id=query_id or scan.name, query_file=scan.source, kind=kind, leads=leads,
-        database_path=str(db.path), database_exhibits=db.count(kind=kind),
-        timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
-                   "total": (t3 - t0) * 1e3},
-    )
+    key = _cartridge_settings_key(prep.modality)
+    on_file = db.get_setting(key)
+    if on_file is not None and on_file != _cartridge_params_json():
+        raise DatabaseError(f"{db.path}: exhibits on file were prepared with other settings; they cannot be searched")
+    # a scan already on file is not its own lead
+    same = db.find_source(scan.sha256, kind) if scan.sha256 else None
+    exclude = db.get(same).rowid if same is not None else None
+    return _lead_list(db, kind, query_id or scan.name, scan.source, _Prepared(prep), p, _Cache(), t0=t0,
+                      exclude_rowid=exclude)
 
 
 def search_exhibits(
@@ -439,29 +528,14 @@ def search_exhibits(
         return
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
-    cache: dict[int, _Prepared] = {}
-    pairs: dict = {}
+    cache = _Cache()
     total = db.count(kind=kind)
     for rec in recs:
         t0 = time.perf_counter()
         if rec.kind != kind:
             raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a {kind}")
-        q = cache.get(rec.rowid)
-        if q is None:
-            q = _Prepared(_load_prepared(db, rec))
-            cache[rec.rowid] = q
-        t1 = time.perf_counter()
-        cands = _candidates(db, q.prep, kind, p, exclude_rowid=rec.rowid)
-        t2 = time.perf_counter()
-        ranked = _rerank(q, cands, db, cache, query_rowid=rec.rowid, pairs=pairs)
-        t3 = time.perf_counter()
-        leads = tuple(_lead(i + 1, r2, r) for i, (_, r2, r) in enumerate(ranked[: p.top]))
-        yield LeadList(
-            query_id=rec.id, query_file=rec.source_name, kind=kind, leads=leads,
-            database_path=str(db.path), database_exhibits=total,
-            timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
-                       "total": (t3 - t0) * 1e3},
-        )
+        q = cache.prepared(db, rec)
+        yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total)
 
 
 # ---------------------------------------------------------------- compare

@@ -14,3 +14,4 @@ from ._profile import (
     phase_scores,
     striae_features,
 )
+from ._screen import QueryScreen, ScreenParams
