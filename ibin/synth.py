@@ -1249,7 +1249,7 @@ def bullet_lands(
     * **shot**: the pattern lands at a shot-specific lateral place (+-40 µm
       around the land's left shoulder), scaled by 0.8-1.2, weakened over
       part of the land (partial contact; deeper with difficulty), with the
-      shot's own striae added (RMS ``difficulty`` times the barrel's), and
+      shot's own striae added (RMS 0.7 ``difficulty`` times the barrel's), and
       tilted by up to 1°; which barrel land is scanned first is
       ``start_land``;
     * **scan**: the bullet's curvature (radius 4.5 mm), a groove-engraved
@@ -1267,9 +1267,11 @@ def bullet_lands(
     n_lands : int
         Lands of the rifling, 1 to 16.
     difficulty : float
-        0 (shots of a barrel differ only by noise and placement) to 1 (the
-        shot's own striae as strong as the barrel's, deep partial contact:
-        same-land correlation about 0.5).
+        0 (shots of a barrel differ only by noise and placement: same-land
+        correlation of prepared signatures about 0.98) through 0.3 (about
+        0.9) and 0.5 (about 0.8) to 1 (the shot's own striae about as strong
+        as the weakened barrel marks: about 0.3-0.5); different lands
+        correlate at about 0.2.
     pixel_um : float
         Grid spacing, 0.5 to 4 µm.
     land_width_um : float
@@ -1360,7 +1362,7 @@ def _land_scan(barrel, shot, land, rng, *, pixel_um, land_width_um, length_um, d
     contact = 1.0 - 0.6 * difficulty * np.clip(0.5 + 0.5 * _smooth_1d(rng, x, 400.0), 0.0, 1.0)
     z = amplitude * contact[None, :] * land_pattern(barrel, land, s)
     if difficulty > 0:
-        z += 0.5 * difficulty * _shot_striae(barrel, shot, land, s)
+        z += 0.35 * difficulty * _shot_striae(barrel, shot, land, s)
     # curvature and the groove-engraved areas beyond the shoulders
     xc = 0.5 * (gl + gr)
     z += -((x - xc) ** 2) / (2 * _BULLET_RADIUS_UM)

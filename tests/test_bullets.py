@@ -314,3 +314,38 @@ def test_hamby44_questioned_k_matches_land_ae(hamby):
     b1 = ProfileSet([lands[f"Barrel_1-Bullet_1-Land_{i}.x3p"].signature for i in range(1, 7)], 1.5)
     r = compare_bullets(k, b1)
     assert r.fragment and r.lands[0].lead_land == 5  # bullet 1 land 5 is barrel 1 land AE
+
+
+# --------------------------------------------------------------------------- synthetic bullets
+
+
+def test_synthetic_bullets_are_reproducible_and_checked():
+    a, ta = bullet_lands(3, 1, pixel_um=PX, length_um=200.0, missing=(1, 4))
+    b, tb = bullet_lands(3, 1, pixel_um=PX, length_um=200.0, missing=(1, 4))
+    assert a[1] is None and a[4] is None and ta.barrel_lands[1] is None
+    for x, y in zip(a, b):
+        if x is not None:
+            np.testing.assert_array_equal(x.values, y.values)
+    assert ta == tb
+    # the missing lands do not change the others
+    full, tf = bullet_lands(3, 1, pixel_um=PX, length_um=200.0)
+    np.testing.assert_array_equal(full[0].values, a[0].values)
+    assert tf.start_land == ta.start_land
+    with pytest.raises(ScanError, match="missing positions"):
+        bullet_lands(3, 1, missing=(6,))
+    with pytest.raises(ScanError, match="pixel_um"):
+        bullet_lands(3, 1, pixel_um=10.0)
+    with pytest.raises(ScanError, match="at least one land"):
+        bullet_lands(3, 1, n_lands=2, missing=(0, 1))
+
+
+def test_synthetic_difficulty_lowers_same_land_correlation():
+    s = np.arange(1200) * 1.5
+    ccf = []
+    for difficulty in (0.0, 1.0):
+        scans, truth = bullet_lands(9, 0, n_lands=1, pixel_um=PX, length_um=300.0, difficulty=difficulty)
+        scans2, truth2 = bullet_lands(9, 1, n_lands=1, pixel_um=PX, length_um=300.0, difficulty=difficulty)
+        la, lb = prepare_land(scans[0]), prepare_land(scans2[0])
+        ccf.append(compare_profiles(la.signature, lb.signature, la.pixel_um).ccf)
+    assert ccf[0] > 0.9 and ccf[1] < ccf[0] - 0.2
+    assert land_pattern(9, 0, s).std() == pytest.approx(0.5, rel=0.2)
