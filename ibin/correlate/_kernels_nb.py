@@ -162,7 +162,7 @@ def profile_ccf_pairs(fv, fw, f2, foff, flen, fcnt, cv, cw, c2, coff, clen,
             buf[t] = r
         # the n_peaks strongest local maxima of the coarse correlation
         n_found = 0
-        for q in range(n_peaks):
+        for _ in range(n_peaks):
             best = -1.5
             bi = -1
             for t in range(n_l):
