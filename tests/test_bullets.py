@@ -181,6 +181,17 @@ def test_signature_lag_matches_ground_truth(syn):
         assert pair.lag_um == pytest.approx(expected, abs=6.0)
 
 
+@pytest.mark.parametrize("tilt", [3.0, -2.0])
+def test_tilted_striae_are_straightened(tilt):
+    """Known answer: a tilt of the striae is measured and undone before the band is averaged."""
+    kw = dict(n_lands=1, pixel_um=PX, length_um=600.0, breakoff=False)
+    tilted = prepare_land(bullet_lands(5, 0, tilt_deg=tilt, **kw)[0][0])
+    straight = prepare_land(bullet_lands(5, 0, tilt_deg=0.0, **kw)[0][0])
+    assert tilted.tilt_deg == pytest.approx(tilt, abs=0.3)
+    assert tilted.band_um[1] - tilted.band_um[0] > 400.0
+    assert compare_profiles(tilted.signature, straight.signature, 1.5).ccf > 0.99
+
+
 def test_descriptor_is_shift_invariant():
     px = 1.5
     s = np.arange(1250) * px

@@ -31,8 +31,7 @@ land) has no phase to speak of: its score is its best land match.
 References
 ----------
 E. Hare, H. Hofmann, A. Carriquiry, "Automatic matching of bullet land
-impressions", Annals of Applied Statistics 11(4):2332-2356, 2017.
-doi:10.1214/17-AOAS1080
+impressions", Annals of Applied Statistics, 2017. doi:10.1214/17-AOAS1080
 
 S. Vanderplas, M. Nally, T. Klep, C. Cadevall, H. Hofmann, "Comparison of
 three similarity scores for bullet LEA matching", Forensic Science
@@ -41,7 +40,6 @@ International 308:110167, 2020. doi:10.1016/j.forsciint.2020.110167
 L. S. Chumbley, M. D. Morris, M. J. Kreiser et al., "Validation of tool mark
 comparisons obtained using a quantitative, comparative, statistical
 algorithm", Journal of Forensic Sciences 55(4):953-961, 2010.
-doi:10.1111/j.1556-4029.2010.01424.x
 
 A. Biasotti, "A statistical study of the individual characteristics of
 fired bullets", Journal of Forensic Sciences 4(1):34-50, 1959 (consecutive

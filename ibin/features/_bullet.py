@@ -43,13 +43,11 @@ rash). The stages, in order (each one a function call in
 References
 ----------
 E. Hare, H. Hofmann, A. Carriquiry, "Automatic matching of bullet land
-impressions", Annals of Applied Statistics 11(4):2332-2356, 2017.
-doi:10.1214/17-AOAS1080
+impressions", Annals of Applied Statistics, 2017. doi:10.1214/17-AOAS1080
 
 L. S. Chumbley, M. D. Morris, M. J. Kreiser et al., "Validation of tool mark
 comparisons obtained using a quantitative, comparative, statistical
 algorithm", Journal of Forensic Sciences 55(4):953-961, 2010.
-doi:10.1111/j.1556-4029.2010.01424.x
 
 ISO 16610-21:2011, Linear profile filters: Gaussian filters; ISO 3274:1996,
 Nominal characteristics of contact (stylus) instruments (cut-off and
@@ -238,7 +236,9 @@ class PreparedLand:
         Median correlation of neighbouring crosscuts inside the band (NaN
         when the scan is too short along the striae to tell).
     tilt_deg : float
-        Tilt of the striae that was undone while averaging the band.
+        Tilt of the striae that was undone while averaging the band: their
+        angle from the along-the-striae axis, positive when they move
+        towards the far end of the across-land axis further down the band.
     source : str or None
         The scan file.
     sha256 : str or None
@@ -834,7 +834,7 @@ def prepare_land(scan: Scan, params: BulletParams | None = None) -> PreparedLand
         grooves_um=((g_lo + 0.5) * px, (g_hi + 0.5) * px),
         x0_um=float(x0_um),
         stability=stability,
-        tilt_deg=math.degrees(math.atan2(tilt_px_per_row * px, py)),
+        tilt_deg=math.degrees(math.atan2(-tilt_px_per_row * px, py)),
         source=src,
         sha256=scan.sha256,
         notes=tuple(notes),
