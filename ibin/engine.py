@@ -43,6 +43,7 @@ __all__ = [
     "search_exhibits",
     "compare",
     "prepare",
+    "add_prepared",
     "open_database",
     "KINDS",
     "MISSING_LAND",
@@ -232,8 +233,6 @@ def ingest(
     -------
     IngestReport
     """
-    from .index import NewExhibit
-
     _check_kind(kind)
     if kind == "bullet":
         sources = _bullet_batch(sources)
@@ -246,7 +245,6 @@ def ingest(
     who = _user(user)
     if kind == "bullet":
         return _ingest_bullets(db, sources, ids=ids, metadata=md, pixel_um=pixel_um, user=who, progress=progress)
-    params_json = _cartridge_params_json()
     report = IngestReport()
     total = len(sources)
     for i, src in enumerate(sources):
@@ -260,17 +258,12 @@ def ingest(
                 res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
             else:
                 prep = prepare(scan, kind)
-                db.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
-                arrays, attrs = prep.to_arrays()
-                attrs = dict(attrs, source_info=dict(scan.info), source_pixel_um=[scan.pixel_x_um, scan.pixel_y_um])
-                new = NewExhibit(
-                    id=ex_id, kind=kind, modality=prep.modality,
-                    source_name=Path(scan.source).name if scan.source else ex_id,
-                    source_sha256=sha, arrays=arrays, attrs=attrs,
-                    vectors={f"{kind}/{prep.modality}": prep.descriptor[None]},
-                    metadata=md, user=who,
+                got, added = add_prepared(
+                    db, prep, id=ex_id, kind=kind,
+                    source_name=Path(scan.source).name if scan.source else ex_id, sha256=sha,
+                    metadata=md, user=who, source_info=dict(scan.info),
+                    source_pixel_um=(scan.pixel_x_um, scan.pixel_y_um),
                 )
-                got, added = db.add(new)
                 res = IngestResult(str(name), got, "added" if added else "duplicate",
                                    "" if added else f"already on file as {got}")
         except (IbinError, ValueError) as e:
@@ -279,6 +272,48 @@ def ingest(
         if progress is not None:
             progress(i + 1, total, res)
     return report
+
+
+#: Vector part number of each anchor of the polar signatures (only like anchors are
+#: compared). Vector ids are unique across spaces, so these stay clear of other parts.
+ANCHOR_PARTS = {"firing_pin": 16, "primer": 17, "centroid": 18}
+
+
+def _polar_space(kind: str, modality: str) -> str:
+    return f"{kind}-polar/{modality}"
+
+
+def _polar_vectors(kind: str, prep) -> tuple[dict, dict]:
+    from .features._polar import to_vector
+
+    if prep.polar is None:
+        return {}, {}
+    space = _polar_space(kind, prep.modality)
+    return {space: to_vector(prep.polar)}, {space: tuple(ANCHOR_PARTS[a] for a in prep.anchors)}
+
+
+def add_prepared(db, prep, *, id: str, kind: str, source_name: str, sha256: str,
+                 metadata: Mapping[str, str] | None = None, user: str | None = None,
+                 source_info: Mapping[str, str] | None = None, source_pixel_um=None,
+                 fsync: bool = True) -> tuple[str, bool]:
+    """Put an already prepared exhibit on file (the write half of :func:`ingest`).
+
+    Returns ``(id, added)`` as :meth:`ibin.index.Database.add`. ``fsync=False``
+    skips syncing the feature record (bulk loads that can be redone).
+    """
+    from .index import NewExhibit
+
+    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json())
+    arrays, attrs = prep.to_arrays()
+    attrs = dict(attrs, source_info=dict(source_info or {}),
+                 source_pixel_um=list(source_pixel_um) if source_pixel_um is not None else None)
+    vectors, parts = _polar_vectors(kind, prep)
+    new = NewExhibit(
+        id=id, kind=kind, modality=prep.modality, source_name=source_name, source_sha256=sha256,
+        arrays=arrays, attrs=attrs, vectors={f"{kind}/{prep.modality}": prep.descriptor[None], **vectors},
+        vector_parts=parts, metadata=dict(metadata or {}), user=_user(user),
+    )
+    return db.add(new, durable=fsync)
 
 
 def _values_sha(scan: Scan) -> str:
@@ -419,16 +454,60 @@ def _lead(rank: int, rec, r) -> Lead:
 
 
 def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | None = None):
-    """Candidate records from the index, best first (deleted exhibits and the query itself dropped)."""
-    space = f"{kind}/{prep.modality}"
+    """Candidate records, best first (deleted exhibits and the query itself dropped).
+
+    Two signatures propose candidates: the anchored polar signatures,
+    compared at every rotation (:func:`ibin.features.rotation_max`), and the
+    rotation- and translation-invariant spectral descriptor, which needs no
+    anchor. The union goes to the screen.
+    """
     allowed = None
     if params.filters:
         allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
-    k = max(params.candidates, params.n_verify) + (1 if exclude_rowid is not None else 0)
-    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k, allowed_rowids=allowed)
-    ids = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
+    k = max(params.candidates, params.n_verify)
+    scores: dict[int, float] = {}
+    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed):
+        if rowid != exclude_rowid:
+            scores[rowid] = s
+    k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
+    _, rowids, _ = db.search_vectors(f"{kind}/{prep.modality}", prep.descriptor[None], k_spec, allowed_rowids=allowed)
+    spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
+    polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
+    ids = polar_order + [r for r in spectral if r not in scores]
     recs = db.get_rowids(ids)
-    return [recs[i] for i in ids if i in recs][: max(params.candidates, params.n_verify)]
+    return [recs[i] for i in ids if i in recs]
+
+
+def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
+    from .features import rotation_max
+    from .features._polar import PolarParams, from_vector
+
+    if prep.polar is None:
+        return []
+    rowids, parts, x = db.space_matrix(_polar_space(kind, prep.modality))
+    if len(rowids) == 0:
+        return []
+    keep = np.ones(len(rowids), bool) if allowed is None else np.isin(rowids, allowed)
+    best = np.full(len(rowids), -np.inf, np.float32)
+    kept = PolarParams().rings_kept
+    for anchor, C in zip(prep.anchors, prep.polar):
+        sel = keep & (parts == ANCHOR_PARTS[anchor])
+        if sel.any():
+            s, _ = rotation_max(C, from_vector(x[sel], kept))
+            best[sel] = np.maximum(best[sel], s)
+    # one score per exhibit: its best anchor
+    order = np.argsort(-best)
+    out: list[tuple[int, float]] = []
+    seen: set[int] = set()
+    for i in order:
+        if not np.isfinite(best[i]) or len(out) >= k:
+            break
+        r = int(rowids[i])
+        if r not in seen:
+            seen.add(r)
+            out.append((r, float(best[i])))
+    return out
 
 
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
@@ -570,7 +649,7 @@ def compare(a: Scan | str | os.PathLike, b: Scan | str | os.PathLike, *, kind: s
 # A bullet is one exhibit (kind "bullet", modality "height") holding the
 # signatures of its lands in land order; a land that was not scanned keeps
 # its position. Two descriptor spaces serve the index: "bullet/land" (one
-# vector per scanned land, part = its rank among the scanned lands) for
+# vector per scanned land, part = its land position) for
 # fragment searches, and "bullet/bullet" (one order-invariant vector per
 # bullet) so that a search by bullet is one query. The re-rank compares
 # every land pair and finds the phase (ibin.correlate.compare_bullets).
@@ -580,6 +659,7 @@ MISSING_LAND = "-"
 
 _BULLET_SPACE_LAND = "bullet/land"
 _BULLET_SPACE_BULLET = "bullet/bullet"
+_BULLET_PART = 255  # vector part of the bullet-level vector; land vectors use their land position (< 255)
 
 
 def _bullet_settings_key() -> str:
@@ -689,6 +769,8 @@ def _ingest_bullets(db, bullets: list[list], *, ids, metadata, pixel_um, user, p
                     source_name=", ".join(Path(_land_name(l)).name for l in lands),
                     source_sha256=sha, arrays=arrays, attrs=attrs,
                     vectors={_BULLET_SPACE_LAND: prep.land_descriptors, _BULLET_SPACE_BULLET: prep.descriptor[None]},
+                    # a land vector's part is its land position; the bullet vector takes the last part
+                    vector_parts={_BULLET_SPACE_LAND: tuple(prep.present), _BULLET_SPACE_BULLET: (_BULLET_PART,)},
                     metadata=metadata, user=user,
                 )
                 got, added = db.add(new)

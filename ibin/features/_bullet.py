@@ -953,8 +953,8 @@ def prepare_bullet(lands: Sequence[Scan | None], params: BulletParams | None = N
     p = params or BulletParams()
     if len(lands) == 0 or all(l is None for l in lands):
         raise ScanError(None, "a bullet needs at least one scanned land")
-    if len(lands) > 256:
-        raise ValueError(f"a bullet has at most 256 lands, got {len(lands)}")
+    if len(lands) > 255:
+        raise ValueError(f"a bullet has at most 255 lands, got {len(lands)}")
     prepared = tuple(None if s is None else prepare_land(s, p) for s in lands)
     desc = bullet_descriptor(np.stack([l.descriptor for l in prepared if l is not None]))
     return PreparedBullet(lands=prepared, pixel_um=p.pixel_um, descriptor=desc)

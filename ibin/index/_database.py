@@ -97,6 +97,7 @@ class NewExhibit:
     vectors: Mapping[str, np.ndarray]  # space -> (n_parts, dim) float32
     metadata: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
+    vector_parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # space -> part number of each row
 
 
 @dataclass(frozen=True)
@@ -284,8 +285,11 @@ class Database:
         ).fetchone()
         return None if row is None else row[0]
 
-    def add(self, ex: NewExhibit) -> tuple[str, bool]:
+    def add(self, ex: NewExhibit, *, durable: bool = True) -> tuple[str, bool]:
         """Put an exhibit on file.
+
+        With ``durable`` (the default) the feature record is synced to disk
+        before the catalog commit; bulk loads that can be repeated may skip it.
 
         Returns ``(id, added)``: ``added`` is False when the same source file
         (same SHA-256, same kind) is already on file, whose id is returned.
@@ -310,7 +314,7 @@ class Database:
                 raise DuplicateExhibitError(
                     f"exhibit id {ex.id!r} is already on file for a different source file; choose another --id"
                 )
-            ref = self.store.append(record)
+            ref = self.store.append(record, fsync=durable)
             cur.execute(
                 "INSERT INTO exhibits (id, kind, modality, source_name, source_sha256, ingested_at, ingested_by,"
                 " seg, off, len, record_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -322,21 +326,15 @@ class Database:
                 "INSERT INTO metadata (exhibit, key, value) VALUES (?,?,?)",
                 [(rowid, k, str(v)) for k, v in ex.metadata.items()],
             )
-            # parts are numbered across all of the exhibit's spaces, so that
-            # vector ids (rowid << 8 | part) stay unique when an exhibit has
-            # vectors in several spaces (a bullet: one per land and one for
-            # the whole bullet)
-            base = 0
             for space, vecs in ex.vectors.items():
                 v = np.ascontiguousarray(np.atleast_2d(vecs), dtype=np.float32)
-                if base + len(v) > (1 << _VECTOR_PART_BITS):
-                    raise ValueError("too many vectors for one exhibit")
+                parts = tuple(ex.vector_parts.get(space, range(len(v))))
+                if len(parts) != len(v) or len(set(parts)) != len(parts) or not all(0 <= p < (1 << _VECTOR_PART_BITS) for p in parts):
+                    raise ValueError(f"bad vector parts for space {space!r}: {parts}")
                 cur.executemany(
                     "INSERT INTO vectors (id, exhibit, space, part, vec) VALUES (?,?,?,?,?)",
-                    [((rowid << _VECTOR_PART_BITS) | (base + i), rowid, space, base + i, v[i].tobytes())
-                     for i in range(len(v))],
+                    [((rowid << _VECTOR_PART_BITS) | p, rowid, space, p, v[i].tobytes()) for i, p in enumerate(parts)],
                 )
-                base += len(v)
         return ex.id, True
 
     def delete(self, exhibit_id: str) -> None:
@@ -483,6 +481,18 @@ class Database:
     def _live_vector_ids(self, space: str, candidates: np.ndarray) -> np.ndarray:
         live = self._all_vector_ids(space)
         return live[np.isin(live, candidates)]
+
+    def space_matrix(self, space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All vectors of an exact space: ``(exhibit rowids, parts, vectors)`` (vectors not copied).
+
+        May include exhibits deleted by another process since the index was
+        loaded; callers drop rowids the catalog no longer has.
+        """
+        idx = self.index(space)
+        if idx is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        ids, x = idx.matrix()
+        return ids >> _VECTOR_PART_BITS, ids & ((1 << _VECTOR_PART_BITS) - 1), x
 
     def vectors_of(self, rowid: int, space: str) -> np.ndarray:
         rows = self._conn.execute(
