@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.fadul_accuracy
 	$(BIN)/python -m benchmarks.pair_speed
+	$(BIN)/python -m benchmarks.hamby44
 
 clean:
 	rm -rf $(VENV) demo-db .pytest_cache

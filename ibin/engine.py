@@ -8,6 +8,12 @@ pipeline runs:
 * :func:`search` returns the lead list of a new scan (it is not added);
 * :func:`search_exhibits` re-correlates exhibits already on file;
 * :func:`compare` compares two scans directly.
+
+Cartridge cases are one scan per exhibit. A bullet is one exhibit holding
+the scans of its lands (land-engraved areas) in land order; the same
+functions take ``kind="bullet"`` and a list of land files where a
+cartridge case takes one file. The bullet wiring sits in its own section at
+the end of this module.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ __all__ = [
     "add_prepared",
     "open_database",
     "KINDS",
+    "MISSING_LAND",
 ]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("cartridge",)
+KINDS = ("cartridge", "bullet")
 
 
 @dataclass(frozen=True)
@@ -140,9 +147,16 @@ def _cartridge_params_json() -> str:
     return json.dumps({"version": FEATURES_VERSION, "params": CartridgeParams().to_dict()}, sort_keys=True)
 
 
-def prepare(scan: Scan, kind: str = "cartridge"):
-    """Prepare a scan for comparison (the ``features`` stage)."""
+def prepare(scan, kind: str = "cartridge", *, pixel_um: float | None = None):
+    """Prepare a scan for comparison (the ``features`` stage).
+
+    For ``kind="bullet"``, ``scan`` is the list of a bullet's land scans
+    (paths or :class:`Scan`, ``None`` or ``"-"`` for a missing land) and a
+    :class:`ibin.features.PreparedBullet` is returned.
+    """
     _check_kind(kind)
+    if kind == "bullet":
+        return _prepare_bullet(_bullet_lands(scan), pixel_um)
     from .features import prepare_cartridge
 
     return prepare_cartridge(scan)
@@ -199,9 +213,13 @@ def ingest(
         Scan files (or scans in memory, which need a ``sha256`` or get one
         computed from their values).
     kind : str
-        ``"cartridge"``.
+        ``"cartridge"`` (one exhibit per source) or ``"bullet"``: then each
+        source is the list of one bullet's land files in land order (``None``
+        or ``"-"`` for a land not scanned), and a flat list of files is one
+        bullet.
     ids : sequence of str, optional
-        Exhibit ids, one per source; default: the file stem.
+        Exhibit ids, one per source (per bullet); default: the file stem
+        (for a bullet, the part of its land files' stems they share).
     metadata : mapping of str to str, optional
         Metadata for every exhibit of the batch (caliber, case number...).
     pixel_um : float, optional
@@ -216,6 +234,8 @@ def ingest(
     IngestReport
     """
     _check_kind(kind)
+    if kind == "bullet":
+        sources = _bullet_batch(sources)
     if ids is not None and len(ids) != len(sources):
         raise ValueError(f"{len(ids)} ids given for {len(sources)} sources")
     md = {str(k): v for k, v in (metadata or {}).items()}
@@ -223,6 +243,8 @@ def ingest(
         if not isinstance(v, str):
             raise DatabaseError(f"metadata value of {k!r} must be text, got {type(v).__name__}")
     who = _user(user)
+    if kind == "bullet":
+        return _ingest_bullets(db, sources, ids=ids, metadata=md, pixel_um=pixel_um, user=who, progress=progress)
     report = IngestReport()
     total = len(sources)
     for i, src in enumerate(sources):
@@ -525,6 +547,9 @@ def search(
     ----------
     db : Database
     query : path or Scan
+        For ``kind="bullet"``: the bullet's land files in land order (a
+        single land file is a fragment: the lead list then holds the bullets
+        whose lands match it best).
     kind : str
     params : SearchParams, optional
     pixel_um : float, optional
@@ -537,6 +562,8 @@ def search(
     LeadList
     """
     _check_kind(kind)
+    if kind == "bullet":
+        return _search_bullet(db, query, params=params, pixel_um=pixel_um, query_id=query_id)
     p = params or SearchParams()
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
@@ -575,6 +602,9 @@ def search_exhibits(
         One per query, never listing the query as its own lead.
     """
     _check_kind(kind)
+    if kind == "bullet":
+        yield from _search_bullet_exhibits(db, ids, params=params)
+        return
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
     cache = _Cache()
@@ -594,14 +624,301 @@ def compare(a: Scan | str | os.PathLike, b: Scan | str | os.PathLike, *, kind: s
             pixel_um: float | None = None):
     """Compare two scans directly (no database).
 
+    For ``kind="bullet"``, ``a`` and ``b`` are lists of land files in land
+    order (see :func:`ingest`).
+
     Returns
     -------
-    ibin.correlate.AreaComparison
-        Score, CMC count, CCF and the alignment that brings ``b`` onto ``a``.
+    ibin.correlate.AreaComparison or ibin.correlate.BulletComparison
+        Cartridge cases: score, CMC count, CCF and the alignment that brings
+        ``b`` onto ``a``. Bullets: the bullet score, the phase and the land
+        matrix.
     """
     from .correlate import compare_prepared
 
     _check_kind(kind)
+    if kind == "bullet":
+        return _compare_bullets(a, b, pixel_um)
     pa = prepare(_as_scan(a, pixel_um), kind)
     pb = prepare(_as_scan(b, pixel_um), kind)
     return compare_prepared(pa, pb)
+
+
+# ================================================================ bullets
+#
+# A bullet is one exhibit (kind "bullet", modality "height") holding the
+# signatures of its lands in land order; a land that was not scanned keeps
+# its position. Two descriptor spaces serve the index: "bullet/land" (one
+# vector per scanned land, part = its land position) for
+# fragment searches, and "bullet/bullet" (one order-invariant vector per
+# bullet) so that a search by bullet is one query. The re-rank compares
+# every land pair and finds the phase (ibin.correlate.compare_bullets).
+
+#: Stands for a land that was not scanned in a bullet's list of land files.
+MISSING_LAND = "-"
+
+_BULLET_SPACE_LAND = "bullet/land"
+_BULLET_SPACE_BULLET = "bullet/bullet"
+_BULLET_PART = 255  # vector part of the bullet-level vector; land vectors use their land position (< 255)
+
+
+def _bullet_settings_key() -> str:
+    return "features/bullet/height"
+
+
+def _bullet_params_json() -> str:
+    from .correlate import ProfileParams
+    from .features import BULLET_FEATURES_VERSION, BulletParams
+
+    return json.dumps({"version": BULLET_FEATURES_VERSION, "params": BulletParams().to_dict(),
+                       "coarse_factor": ProfileParams().coarse_factor}, sort_keys=True)
+
+
+def _is_missing(x) -> bool:
+    return x is None or (isinstance(x, str) and x.strip() == MISSING_LAND)
+
+
+def _is_land_source(x) -> bool:
+    return _is_missing(x) or isinstance(x, (Scan, str, os.PathLike))
+
+
+def _bullet_lands(x) -> list:
+    """One bullet's lands as a list (a single file or Scan is a one-land fragment)."""
+    if _is_land_source(x):
+        return [x]
+    lands = list(x)
+    if not lands:
+        raise ValueError("a bullet needs at least one land file")
+    for l in lands:
+        if not _is_land_source(l):
+            raise ValueError(f"a land must be a file path, a Scan, None or {MISSING_LAND!r}; got {type(l).__name__}")
+    return lands
+
+
+def _bullet_batch(sources) -> list[list]:
+    """Normalise ``ingest`` sources: a flat list of land files is one bullet, a list of lists many."""
+    items = list(sources)
+    if not items:
+        return []
+    if all(_is_land_source(x) for x in items):
+        return [items]
+    return [_bullet_lands(x) for x in items]
+
+
+def _land_name(x) -> str:
+    if _is_missing(x):
+        return MISSING_LAND
+    if isinstance(x, Scan):
+        return x.source or "<in-memory scan>"
+    return os.fspath(x)
+
+
+def _load_lands(lands: Sequence, pixel_um: float | None) -> list[Scan | None]:
+    out = [None if _is_missing(l) else _as_scan(l, pixel_um) for l in lands]
+    if all(s is None for s in out):
+        raise ScanError(None, "a bullet needs at least one scanned land (all were marked missing)")
+    return out
+
+
+def _prepare_bullet(lands: Sequence, pixel_um: float | None):
+    from .features import prepare_bullet
+
+    return prepare_bullet(_load_lands(lands, pixel_um))
+
+
+def _bullet_default_id(lands: Sequence) -> str:
+    """The part the land files' stems share (``Barrel_1-Bullet_1-Land_3`` ... -> ``Barrel_1-Bullet_1``)."""
+    import re
+
+    stems = [Path(_land_name(l)).stem for l in lands if not _is_missing(l) and _land_name(l) != "<in-memory scan>"]
+    if not stems:
+        return ""
+    prefix = os.path.commonprefix(stems)
+    if len(stems) > 1:
+        prefix = re.sub(r"[-_ .]*(land|lea|l)?[-_ .]*$", "", prefix, flags=re.IGNORECASE)
+    return prefix.strip("-_ .") or stems[0]
+
+
+def _ingest_bullets(db, bullets: list[list], *, ids, metadata, pixel_um, user, progress) -> IngestReport:
+    from .features import bullet_sha256
+    from .index import NewExhibit
+
+    params_json = _bullet_params_json()
+    report = IngestReport()
+    total = len(bullets)
+    for i, lands in enumerate(bullets):
+        name = ", ".join(_land_name(l) for l in lands)
+        try:
+            scans = _load_lands(lands, pixel_um)
+            sha = bullet_sha256([None if s is None else (s.sha256 or _values_sha(s)) for s in scans])
+            ex_id = ids[i] if ids is not None else (_bullet_default_id(lands) or f"bullet-{sha[:12]}")
+            existing = db.find_source(sha, "bullet")
+            if existing is not None:
+                res = IngestResult(name, existing, "duplicate", f"already on file as {existing}")
+            else:
+                from .features import prepare_bullet
+
+                prep = prepare_bullet(scans)
+                db.ensure_setting(_bullet_settings_key(), params_json)
+                arrays, attrs = prep.to_arrays()
+                attrs = dict(attrs, land_files=[None if s is None else Path(s.source).name if s.source else None
+                                                for s in scans],
+                             source_pixel_um=[None if s is None else [s.pixel_x_um, s.pixel_y_um] for s in scans])
+                new = NewExhibit(
+                    id=ex_id, kind="bullet", modality="height",
+                    source_name=", ".join(Path(_land_name(l)).name for l in lands),
+                    source_sha256=sha, arrays=arrays, attrs=attrs,
+                    vectors={_BULLET_SPACE_LAND: prep.land_descriptors, _BULLET_SPACE_BULLET: prep.descriptor[None]},
+                    # a land vector's part is its land position; the bullet vector takes the last part
+                    vector_parts={_BULLET_SPACE_LAND: tuple(prep.present), _BULLET_SPACE_BULLET: (_BULLET_PART,)},
+                    metadata=metadata, user=user,
+                )
+                got, added = db.add(new)
+                res = IngestResult(name, got, "added" if added else "duplicate",
+                                   "" if added else f"already on file as {got}")
+        except (IbinError, ValueError) as e:
+            res = IngestResult(name, None, "failed", str(e))
+        report.results.append(res)
+        if progress is not None:
+            progress(i + 1, total, res)
+    return report
+
+
+class _BulletEntry:
+    """A prepared bullet with its profiles packed once for the comparison kernel."""
+
+    __slots__ = ("prep", "profiles")
+
+    def __init__(self, prep):
+        from .correlate import ProfileParams, ProfileSet
+
+        self.prep = prep
+        self.profiles = ProfileSet([None if l is None else l.signature for l in prep.lands], prep.pixel_um,
+                                   coarse_factor=ProfileParams().coarse_factor)
+
+
+def _load_bullet(db, rec) -> _BulletEntry:
+    from .features import PreparedBullet
+
+    arrays, attrs = db.load(rec)
+    return _BulletEntry(PreparedBullet.from_arrays(arrays, attrs))
+
+
+def _bullet_candidates(db, q: _BulletEntry, params: SearchParams, exclude_rowid: int | None = None):
+    """Bullets on file worth a full comparison: by bullet descriptor, or by land for a fragment."""
+    allowed = None
+    if params.filters or exclude_rowid is not None:
+        allowed = db.rowids(kind="bullet", filters=params.filters or None)
+        if exclude_rowid is not None:
+            allowed = allowed[allowed != exclude_rowid]
+    k = max(params.candidates, params.top)
+    if len(q.prep.present) == 1:
+        # a fragment: the bullets holding the most similar lands
+        vec = q.prep.land_descriptors
+        _, rowids, _ = db.search_vectors(_BULLET_SPACE_LAND, vec, min(8 * k, 1 << 16), allowed_rowids=allowed)
+    else:
+        _, rowids, _ = db.search_vectors(_BULLET_SPACE_BULLET, q.prep.descriptor[None], k, allowed_rowids=allowed)
+    ids: list[int] = []
+    for r in rowids[0]:
+        r = int(r)
+        if r >= 0 and r not in ids:
+            ids.append(r)
+        if len(ids) >= k:
+            break
+    recs = db.get_rowids(ids)
+    return [recs[i] for i in ids if i in recs and recs[i].kind == "bullet"]
+
+
+def _bullet_rerank(q: _BulletEntry, records, db, cache: dict | None = None):
+    from .correlate import compare_bullets
+
+    out = []
+    for rec in records:
+        try:
+            cand = cache.get(rec.rowid) if cache is not None else None
+            if cand is None:
+                cand = _load_bullet(db, rec)
+                if cache is not None:
+                    cache[rec.rowid] = cand
+            r = compare_bullets(q.profiles, cand.profiles, features=False)
+            score = r.score if math.isfinite(r.score) else -math.inf
+            out.append((score, rec, r, cand))
+        except (IbinError, ValueError) as e:
+            out.append((-math.inf, rec, f"failed: {e}", None))
+    out.sort(key=lambda t: (-t[0], t[1].id))
+    return out
+
+
+def _bullet_lead(rank: int, rec, r, q: _BulletEntry, cand) -> Lead:
+    from .correlate import compare_bullets
+
+    if isinstance(r, str):
+        return Lead(rank=rank, id=rec.id, score=float("-inf"), status=r, metadata=dict(rec.metadata))
+    if not math.isfinite(r.score):
+        return Lead(rank=rank, id=rec.id, score=float("-inf"), status="failed: no land pair overlaps enough to compare",
+                    metadata=dict(rec.metadata))
+    full = compare_bullets(q.profiles, cand.profiles)  # with striae features for the lands of the phase
+    best = max((l.ccf for l in full.lands), default=float("nan"))
+    extra = {
+        "phase": full.phase,
+        "phase_margin": None if not math.isfinite(full.phase_margin) else round(full.phase_margin, 4),
+        "fragment": full.fragment,
+        "lands": [l.to_dict() for l in full.lands],
+    }
+    return Lead(rank=rank, id=rec.id, score=full.score, ccf=best, metadata=dict(rec.metadata), extra=extra)
+
+
+def _bullet_leadlist(db, q: _BulletEntry, query_id: str, query_file, recs, p: SearchParams, t0: float, t1: float,
+                     cache: dict | None = None) -> LeadList:
+    t2 = time.perf_counter()
+    ranked = _bullet_rerank(q, recs, db, cache)
+    leads = tuple(_bullet_lead(i + 1, rec, r, q, cand) for i, (_, rec, r, cand) in enumerate(ranked[: p.top]))
+    t3 = time.perf_counter()
+    return LeadList(
+        query_id=query_id, query_file=query_file, kind="bullet", leads=leads,
+        database_path=str(db.path), database_exhibits=db.count(kind="bullet"),
+        timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
+                   "total": (t3 - t0) * 1e3},
+    )
+
+
+def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | None, query_id: str | None) -> LeadList:
+    p = params or SearchParams()
+    t0 = time.perf_counter()
+    lands = _bullet_lands(query)
+    prep = _prepare_bullet(lands, pixel_um)
+    if not db.readonly:
+        db.ensure_setting(_bullet_settings_key(), _bullet_params_json())
+    elif db.get_setting(_bullet_settings_key()) not in (None, _bullet_params_json()):
+        raise DatabaseError(f"{db.path}: its bullets were prepared with different settings; they cannot be compared")
+    q = _BulletEntry(prep)
+    t1 = time.perf_counter()
+    recs = _bullet_candidates(db, q, p)
+    names = [_land_name(l) for l in lands]
+    qid = query_id or _bullet_default_id(lands) or "bullet"
+    return _bullet_leadlist(db, q, qid, ", ".join(names), recs, p, t0, t1)
+
+
+def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchParams | None) -> Iterator[LeadList]:
+    p = params or SearchParams()
+    recs = db.list(kind="bullet") if ids is None else [db.get(i) for i in ids]
+    cache: dict[int, _BulletEntry] = {}
+    for rec in recs:
+        t0 = time.perf_counter()
+        if rec.kind != "bullet":
+            raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a bullet")
+        q = cache.get(rec.rowid)
+        if q is None:
+            q = _load_bullet(db, rec)
+            cache[rec.rowid] = q
+        t1 = time.perf_counter()
+        cands = _bullet_candidates(db, q, p, exclude_rowid=rec.rowid)
+        yield _bullet_leadlist(db, q, rec.id, rec.source_name, cands, p, t0, t1, cache)
+
+
+def _compare_bullets(a, b, pixel_um: float | None):
+    from .correlate import compare_bullets
+
+    pa = _BulletEntry(_prepare_bullet(_bullet_lands(a), pixel_um))
+    pb = _BulletEntry(_prepare_bullet(_bullet_lands(b), pixel_um))
+    return compare_bullets(pa.profiles, pb.profiles)

@@ -1,4 +1,7 @@
-"""Synthetic cartridge-case breech-face scans with known ground truth.
+"""Synthetic cartridge-case breech-face scans (and bullet land scans) with known ground truth.
+
+Bullets: :func:`bullet_lands` draws the land-engraved-area scans of a fired
+bullet (see the section at the end of this module).
 
 Unit tests and scale benchmarks need many scans whose source is known: which
 firearm fired each cartridge, and how its breech-face marks were rotated and
@@ -80,7 +83,8 @@ from scipy import fft as sfft
 from .errors import ScanError
 from .scan import Scan
 
-__all__ = ["CartridgeTruth", "cartridge_case", "cartridge_population", "firearm_pattern"]
+__all__ = ["CartridgeTruth", "cartridge_case", "cartridge_population", "firearm_pattern",
+           "BulletTruth", "bullet_lands", "land_pattern"]
 
 # --------------------------------------------------------------------------- constants
 
@@ -1091,3 +1095,325 @@ def _raw_surface(
     for rows, cols, inside in _blobs(sp, xs, R):
         out[rows, cols][inside] = np.nan
     return out
+
+
+# =========================================================================== bullets
+#
+# Synthetic land-engraved-area (LEA) scans of fired bullets, with known
+# barrel, land order, lateral placement and damage, drawn as raw scans (the
+# grooves, the bullet's curvature, break-off and noise included) so that
+# the real preparation pipeline is exercised.
+
+_TAG_BARREL_LAND = 0xB1A7
+_TAG_BULLET_SHOT = 0xB5E7
+_PATTERN_STEP_UM = 0.25  # the barrel's striae are drawn on this fixed grid, independent of the scan's pixels
+_PATTERN_REACH_UM = 3200.0  # a land pattern covers [-_PATTERN_MARGIN_UM, _PATTERN_REACH_UM - margin)
+_PATTERN_MARGIN_UM = 400.0
+_BULLET_RADIUS_UM = 4500.0  # 9 mm bullet
+_GROOVE_SIDE_UM = 250.0  # groove-engraved area shown on each side of the land
+_BULLET_NOISE_UM = 0.04
+
+
+@dataclass(frozen=True)
+class BulletTruth:
+    """Ground truth of one synthetic bullet (its land scans).
+
+    Attributes
+    ----------
+    barrel : int
+        Barrel seed: bullets with the same value were fired by the same barrel.
+    shot : int
+        Shot seed.
+    n_lands : int
+        Lands of the barrel's rifling (= scan positions).
+    start_land : int
+        Barrel land (0-based) shown at scan position 0; position ``i`` shows
+        barrel land ``(start_land + i) % n_lands``.
+    barrel_lands : tuple of int or None
+        Barrel land at each scan position, ``None`` where the land is missing.
+    offsets_um : tuple of float or None
+        For each position, where the barrel land's striation pattern has its
+        origin in the scan: column ``j`` (centre ``x = (j + 0.5) * pixel``)
+        shows the pattern at ``s = x - offset_um`` (across the land, in the
+        scan as generated, before any transposition) on the scan's middle row.
+    tilt_deg : tuple of float or None
+        Tilt of the striae per position (the pattern at row centre ``y`` is
+        shifted by ``tan(tilt) * (y - y_middle)``).
+    land_edges_um : tuple of (float, float) or None
+        LEA boundaries (the shoulders' feet) across the scan.
+    missing, damaged : tuple of int
+        Positions not scanned; positions with tank rash.
+    transposed : bool
+        True when the scans were stored with the striae along x.
+    difficulty : float
+    """
+
+    barrel: int
+    shot: int
+    n_lands: int
+    start_land: int
+    barrel_lands: tuple[int | None, ...]
+    offsets_um: tuple[float | None, ...]
+    tilt_deg: tuple[float | None, ...]
+    land_edges_um: tuple[tuple[float, float] | None, ...]
+    missing: tuple[int, ...]
+    damaged: tuple[int, ...]
+    transposed: bool
+    difficulty: float
+
+    def phase_to(self, other: "BulletTruth") -> int:
+        """The phase at which this bullet's lands match ``other``'s (land ``i`` with ``(i + phase) mod n``)."""
+        if other.n_lands != self.n_lands:
+            raise ValueError("bullets with different numbers of lands have no common phase")
+        return (self.start_land - other.start_land) % self.n_lands
+
+
+@lru_cache(maxsize=256)
+def _land_pattern_grid(barrel: int, land: int) -> np.ndarray:
+    """The barrel land's striae on the fixed grid (µm heights, RMS 0.5 µm)."""
+    rng = np.random.default_rng([_TAG_BARREL_LAND, barrel, land])
+    return _striae_profile(rng, 0.5)
+
+
+def _striae_profile(rng: np.random.Generator, rms_um: float) -> np.ndarray:
+    """A random striation profile on the fixed grid: band-limited texture plus discrete striae.
+
+    Texture: white noise shaped to a 1/f amplitude spectrum between 4 and
+    300 µm (Gaussian roll-offs). Striae: sharp grooves and ridges, one every
+    40 µm on average, 1.5-6 µm wide, log-normal depths. Equal shares of the
+    variance; scaled to ``rms_um``.
+    """
+    n = int(round(_PATTERN_REACH_UM / _PATTERN_STEP_UM))
+    nf = _fast_len(2 * n)
+    f = np.fft.rfftfreq(nf, d=_PATTERN_STEP_UM)
+    shape = np.exp(-math.pi * (_ISO_ALPHA * 4.0 * f) ** 2) * (1 - np.exp(-math.pi * (_ISO_ALPHA * 300.0 * f) ** 2))
+    shape[1:] /= np.sqrt(f[1:] * 300.0)
+    tex = np.fft.irfft(np.fft.rfft(rng.standard_normal(nf)) * shape, nf)[:n]
+    tex /= tex.std() or 1.0
+    k = rng.poisson(_PATTERN_REACH_UM / 40.0)
+    pos = rng.uniform(0, _PATTERN_REACH_UM, k)
+    width = rng.uniform(1.5, 6.0, k)
+    depth = rng.lognormal(0.0, 0.5, k) * rng.choice([-1.0, 1.0], k)
+    x = np.arange(n) * _PATTERN_STEP_UM
+    st = np.zeros(n)
+    for p_, w_, d_ in zip(pos, width, depth):
+        lo, hi = int(max(0, (p_ - 4 * w_) / _PATTERN_STEP_UM)), int(min(n, (p_ + 4 * w_) / _PATTERN_STEP_UM + 1))
+        st[lo:hi] += d_ * np.exp(-0.5 * ((x[lo:hi] - p_) / w_) ** 2)
+    st /= st.std() or 1.0
+    prof = (tex + st) / math.sqrt(2.0)
+    return (prof * rms_um).astype(np.float64)
+
+
+def land_pattern(barrel: int, land: int, s_um: np.ndarray) -> np.ndarray:
+    """Height (µm) of a barrel land's striation pattern at positions ``s_um`` across the land.
+
+    Positions outside the drawn range (-400 to 2800 µm) repeat the edge values.
+    """
+    barrel = _seed(barrel, "barrel")
+    land = _seed(land, "land")
+    g = _land_pattern_grid(barrel, land)
+    t = (np.asarray(s_um, dtype=np.float64) + _PATTERN_MARGIN_UM) / _PATTERN_STEP_UM
+    return np.interp(t, np.arange(len(g)), g)
+
+
+def _shot_striae(barrel: int, shot: int, land: int, s_um: np.ndarray) -> np.ndarray:
+    """The shot's own striae on a land (unit RMS)."""
+    rng = np.random.default_rng([_TAG_BULLET_SHOT, barrel, shot, land])
+    g = _striae_profile(rng, 1.0)
+    t = (np.asarray(s_um, dtype=np.float64) + _PATTERN_MARGIN_UM) / _PATTERN_STEP_UM
+    return np.interp(t, np.arange(len(g)), g)
+
+
+def bullet_lands(
+    barrel: int,
+    shot: int,
+    *,
+    n_lands: int = 6,
+    difficulty: float = 0.3,
+    pixel_um: float = 1.5625,
+    land_width_um: float = 1900.0,
+    length_um: float = 500.0,
+    start_land: int | None = None,
+    missing: tuple[int, ...] = (),
+    damaged: tuple[int, ...] = (),
+    tilt_deg: float | None = None,
+    breakoff: bool = True,
+    transposed: bool = False,
+) -> tuple[list[Scan | None], BulletTruth]:
+    """Draw the land-engraved-area scans of one synthetic fired bullet.
+
+    The model, in µm:
+
+    * **barrel**: each land of the rifling has its own striation pattern
+      (:func:`land_pattern`, RMS 0.5 µm): a 1/f texture between 4 and
+      300 µm plus discrete striae;
+    * **shot**: the pattern lands at a shot-specific lateral place (+-40 µm
+      around the land's left shoulder), scaled by 0.8-1.2, weakened over
+      part of the land (partial contact; deeper with difficulty), with the
+      shot's own striae added (RMS 0.7 ``difficulty`` times the barrel's), and
+      tilted by up to 1°; which barrel land is scanned first is
+      ``start_land``;
+    * **scan**: the bullet's curvature (radius 4.5 mm), a groove-engraved
+      area rising 30-60 µm beyond each shoulder with its own rough
+      texture, NaN drop-outs on the steep shoulders and a few specks,
+      instrument noise (0.04 µm), break-off at the heel (the last rows: a
+      rough, lower region 60-160 µm long over part of the width), tank rash
+      on ``damaged`` lands (oblique scratches over the nose-side 45 % of the
+      scan).
+
+    Parameters
+    ----------
+    barrel, shot : int
+        Seeds (non-negative). Same barrel, same land patterns.
+    n_lands : int
+        Lands of the rifling, 1 to 16.
+    difficulty : float
+        0 (shots of a barrel differ only by noise and placement: same-land
+        correlation of prepared signatures about 0.98) through 0.3 (about
+        0.9) and 0.5 (about 0.8) to 1 (the shot's own striae about as strong
+        as the weakened barrel marks: about 0.3-0.5); different lands
+        correlate at about 0.2.
+    pixel_um : float
+        Grid spacing, 0.5 to 4 µm.
+    land_width_um : float
+        Width of the LEA between the shoulders' feet, 500 to 2600 µm.
+    length_um : float
+        Length of the scan along the bullet, 100 to 3000 µm.
+    start_land : int, optional
+        Barrel land shown first; drawn from the shot seed when omitted.
+    missing : tuple of int
+        Scan positions returned as ``None`` (lands not scanned).
+    damaged : tuple of int
+        Scan positions with tank rash.
+    tilt_deg : float, optional
+        Tilt of the striae on every land (default: drawn per land within +-1°).
+    breakoff : bool
+        Draw break-off at the heel.
+    transposed : bool
+        Store the scans with the striae along x (rows across the land).
+
+    Returns
+    -------
+    scans : list of Scan or None
+        One per position, heights in µm, ``info["synthetic"] = "bullet"``.
+    truth : BulletTruth
+    """
+    barrel = _seed(barrel, "barrel")
+    shot = _seed(shot, "shot")
+    n_lands = _count(n_lands, "n_lands", 16)
+    difficulty = _number(difficulty, "difficulty", 0.0, 1.0)
+    pixel_um = _number(pixel_um, "pixel_um", 0.5, 4.0)
+    land_width_um = _number(land_width_um, "land_width_um", 500.0, 2600.0)
+    length_um = _number(length_um, "length_um", 100.0, 3000.0)
+    for name, pos in (("missing", missing), ("damaged", damaged)):
+        for i in pos:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n_lands:
+                raise ScanError(None, f"{name} positions must be integers from 0 to {n_lands - 1}, got {i!r}")
+    if len(set(missing)) >= n_lands:
+        raise ScanError(None, "at least one land must be scanned")
+    rng = np.random.default_rng([_TAG_BULLET_SHOT, barrel, shot])
+    start = int(rng.integers(n_lands)) if start_land is None else int(_number(start_land, "start_land", 0, n_lands - 1))
+    if tilt_deg is not None:
+        tilt_deg = _number(tilt_deg, "tilt_deg", -10.0, 10.0)
+    scans: list[Scan | None] = []
+    lands_t, offs_t, tilts_t, edges_t = [], [], [], []
+    for pos in range(n_lands):
+        land = (start + pos) % n_lands
+        lrng = np.random.default_rng([_TAG_BULLET_SHOT, barrel, shot, land, 1])
+        # draw everything, used or not, so that options do not change the other lands
+        offset_jitter = lrng.uniform(-40.0, 40.0)
+        amp = lrng.uniform(0.8, 1.2)
+        tilt = lrng.uniform(-1.0, 1.0) if tilt_deg is None else tilt_deg
+        rise_l, rise_r = lrng.uniform(30.0, 60.0, 2)
+        if pos in missing:
+            scans.append(None)
+            lands_t.append(None), offs_t.append(None), tilts_t.append(None), edges_t.append(None)
+            continue
+        values, offset, edges = _land_scan(barrel, shot, land, lrng, pixel_um=pixel_um, land_width_um=land_width_um,
+                                           length_um=length_um, difficulty=difficulty, offset_jitter_um=offset_jitter,
+                                           amplitude=amp, tilt_deg=tilt, rises_um=(rise_l, rise_r),
+                                           damaged=pos in damaged, breakoff=breakoff)
+        if transposed:
+            values = values.T
+        scans.append(Scan(values=values, pixel_x_um=pixel_um, pixel_y_um=pixel_um, modality="height", source=None,
+                          info={"synthetic": "bullet", "barrel": str(barrel), "shot": str(shot),
+                                "position": str(pos), "difficulty": f"{difficulty:g}"}))
+        lands_t.append(land), offs_t.append(offset), tilts_t.append(float(tilt)), edges_t.append(edges)
+    truth = BulletTruth(barrel=barrel, shot=shot, n_lands=n_lands, start_land=start, barrel_lands=tuple(lands_t),
+                        offsets_um=tuple(offs_t), tilt_deg=tuple(tilts_t), land_edges_um=tuple(edges_t),
+                        missing=tuple(sorted(set(int(i) for i in missing))),
+                        damaged=tuple(sorted(set(int(i) for i in damaged))), transposed=bool(transposed),
+                        difficulty=difficulty)
+    return scans, truth
+
+
+def _land_scan(barrel, shot, land, rng, *, pixel_um, land_width_um, length_um, difficulty, offset_jitter_um,
+               amplitude, tilt_deg, rises_um, damaged, breakoff):
+    """One raw LEA scan (rows along the bullet, heel last; columns across the land)."""
+    width_um = land_width_um + 2 * _GROOVE_SIDE_UM
+    nx = int(round(width_um / pixel_um))
+    ny = max(8, int(round(length_um / pixel_um)))
+    x = (np.arange(nx) + 0.5) * pixel_um
+    y = (np.arange(ny) + 0.5) * pixel_um
+    ym = 0.5 * ny * pixel_um
+    gl, gr = _GROOVE_SIDE_UM, _GROOVE_SIDE_UM + land_width_um
+    offset = gl + offset_jitter_um
+    # striae: barrel pattern + the shot's own, evaluated along tilted lines
+    s = x[None, :] - offset - math.tan(math.radians(tilt_deg)) * (y[:, None] - ym)
+    contact = 1.0 - 0.6 * difficulty * np.clip(0.5 + 0.5 * _smooth_1d(rng, x, 400.0), 0.0, 1.0)
+    z = amplitude * contact[None, :] * land_pattern(barrel, land, s)
+    if difficulty > 0:
+        z += 0.35 * difficulty * _shot_striae(barrel, shot, land, s)
+    # curvature and the groove-engraved areas beyond the shoulders
+    xc = 0.5 * (gl + gr)
+    z += -((x - xc) ** 2) / (2 * _BULLET_RADIUS_UM)
+    ramp = 25.0
+    left = np.clip((gl - x) / ramp, 0.0, 1.0)
+    right = np.clip((x - gr) / ramp, 0.0, 1.0)
+    step_l = rises_um[0] * (3 * left**2 - 2 * left**3)
+    step_r = rises_um[1] * (3 * right**2 - 2 * right**3)
+    gea = (left > 0) | (right > 0)
+    z = z + (step_l + step_r)[None, :]
+    z[:, gea] += 0.8 * rng.standard_normal((ny, int(gea.sum())))
+    # the groove-engraved areas carry their own striae-free waviness; zero the land pattern there
+    z[:, gea] -= (amplitude * contact[None, gea] * land_pattern(barrel, land, s[:, gea]))
+    # noise
+    z += _BULLET_NOISE_UM * rng.standard_normal((ny, nx))
+    out = z.astype(np.float64)
+    # break-off at the heel (the last rows): rough and lower over part of the width
+    if breakoff:
+        depth_rows = rng.uniform(60.0, 160.0) / pixel_um
+        x0, x1 = sorted(rng.uniform(0, width_um, 2))
+        x1 = max(x1, x0 + 0.5 * width_um)
+        edge = depth_rows * (0.6 + 0.4 * np.clip(0.5 + 0.5 * _smooth_1d(rng, x, 150.0), 0, 1))
+        rows = np.arange(ny)[:, None]
+        brk = (rows >= ny - edge[None, :]) & (x[None, :] >= x0) & (x[None, :] <= x1)
+        out[brk] = out[brk] - 8.0 + 2.5 * rng.standard_normal(int(brk.sum()))
+    # tank rash: oblique scratches over the nose-side part of the scan
+    if damaged:
+        n_rows = int(0.45 * ny)
+        yy, xx = np.mgrid[0:n_rows, 0:nx] * pixel_um
+        ang = math.radians(rng.uniform(30.0, 60.0)) * rng.choice([-1.0, 1.0])
+        u = xx * math.cos(ang) + yy * math.sin(ang)
+        scratch = _smooth_1d(rng, np.arange(0.0, width_um + length_um * 2, 1.0), 6.0)
+        t = np.clip(u + length_um, 0, len(scratch) - 1).astype(np.int64)
+        out[:n_rows] += 3.0 * scratch[t]
+    # drop-outs: steep shoulder walls and a few specks
+    steep = ((left > 0.05) & (left < 0.95)) | ((right > 0.05) & (right < 0.95))
+    out[:, steep] = np.where(rng.random((ny, int(steep.sum()))) < 0.6, np.nan, out[:, steep])
+    for _ in range(int(rng.integers(2, 6))):
+        cy, cx, r = rng.uniform(0, ny), rng.uniform(0, nx), rng.uniform(2.0, 8.0) / pixel_um * 2
+        r0, r1 = int(max(0, cy - r)), int(min(ny, cy + r + 1))
+        c0, c1 = int(max(0, cx - r)), int(min(nx, cx + r + 1))
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        out[r0:r1, c0:c1][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = np.nan
+    return out, float(offset), (float(gl), float(gr))
+
+
+def _smooth_1d(rng: np.random.Generator, x: np.ndarray, length_um: float) -> np.ndarray:
+    """A smooth random curve of unit RMS with correlation length about ``length_um``, on positions ``x``."""
+    span = float(x.max() - x.min()) if len(x) > 1 else 1.0
+    n_knots = max(4, int(span / length_um) + 4)
+    knots = rng.standard_normal(n_knots)
+    t = (x - x.min()) / max(span, 1e-9) * (n_knots - 3) + 1
+    return np.interp(t, np.arange(n_knots), knots)

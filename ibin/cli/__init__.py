@@ -23,7 +23,7 @@ def _get_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ibin",
-        description="Ballistic image correlation: put breech-face scans on file and get ranked lead lists.",
+        description="Ballistic image correlation: put breech-face and bullet scans on file and get ranked lead lists.",
     )
     parser.add_argument("--version", action="version", version=f"ibin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does to stderr")
@@ -42,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import IbinError
 
     parser = _get_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse gives an optional list of positionals (search's FILE...)
+        # nothing when options come first; take FILEs found after the options
+        target = getattr(args, "_trailing_files", None)
+        if target and not any(x.startswith("-") and x != "-" for x in extra):
+            getattr(args, target).extend(extra)
+        else:
+            parser.error("unrecognized arguments: " + " ".join(extra))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         return int(args._run(args))

@@ -2,6 +2,10 @@
 
 A file that cannot be read or prepared is reported and skipped; the others
 go in. A file already on file (same SHA-256) is not added twice.
+
+With --kind bullet the files are the lands of ONE bullet, in land order
+(write - for a land that was not scanned), and --id names the bullet
+(default: the part of the files' names they share).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ HELP = "add scans to a database"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", metavar="DB", help="database directory (created if missing)")
-    p.add_argument("files", metavar="FILE", nargs="+", help="scan files (.x3p, .png/.tif, .npy)")
-    p.add_argument("--kind", default="cartridge", choices=["cartridge"], help="exhibit kind (default: cartridge)")
+    p.add_argument("files", metavar="FILE", nargs="+",
+                   help="scan files (.x3p, .png/.tif, .npy); for a bullet its land files in land order, - for a missing land")
+    p.add_argument("--kind", default="cartridge", choices=["cartridge", "bullet"], help="exhibit kind (default: cartridge)")
     p.add_argument("--id", dest="ids", action="append", metavar="ID",
-                   help="exhibit id (one per file, in order; default: the file stem)")
+                   help="exhibit id (one per file, in order; default: the file stem); for a bullet, the bullet's id")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE",
                    help="metadata for every exhibit (caliber, agency, case, make, model, date...)")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for images and .npy files")
@@ -29,16 +34,22 @@ def run(args: argparse.Namespace) -> int:
     from ._common import Progress, parse_pairs
 
     meta = parse_pairs(args.meta, "--meta")
-    if args.ids is not None and len(args.ids) != len(args.files):
-        raise ValueError(f"{len(args.ids)} --id given for {len(args.files)} files; give one per file or none")
+    if args.kind == "bullet":
+        if args.ids is not None and len(args.ids) != 1:
+            raise ValueError(f"{len(args.ids)} --id given for one bullet; give its id once (or none)")
+        sources: list = [[None if f.strip() == "-" else f for f in args.files]]
+    else:
+        if args.ids is not None and len(args.ids) != len(args.files):
+            raise ValueError(f"{len(args.ids)} --id given for {len(args.files)} files; give one per file or none")
+        sources = args.files
     db = open_database(args.db, create=True)
     db.on_wait = lambda s: print(f"ibin ingest: waiting for another process using {args.db} ...", file=sys.stderr)
-    bar = Progress(len(args.files), "ingest")
+    bar = Progress(len(sources), "ingest")
     try:
         def progress(done, total, res):
             bar.update(done, res.id or "")
 
-        report = ingest(db, args.files, kind=args.kind, ids=args.ids, metadata=meta,
+        report = ingest(db, sources, kind=args.kind, ids=args.ids, metadata=meta,
                         pixel_um=args.pixel_um, user=args.user, progress=progress)
     finally:
         bar.close()

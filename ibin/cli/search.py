@@ -4,6 +4,13 @@ With FILE the scan is compared with the exhibits on file and is not added.
 With --id or --all the exhibits already on file are re-correlated against
 all the others (never listing an exhibit as its own lead); with
 --format json this writes JSON Lines, one lead list per query.
+
+With --kind bullet the FILEs are the lands of one bullet in land order (-
+for a land not scanned); a single FILE is a fragment (one land), whose
+lead list holds the bullets with the best-matching lands. Each lead gives
+the phase (land i of the query pairs with land i + phase of the lead) and
+the land pairs with their correlation and lag. --id finds each exhibit's
+kind; --all without --kind searches every kind on file.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ HELP = "rank the exhibits on file against a scan"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", metavar="DB", help="database directory")
-    p.add_argument("file", metavar="FILE", nargs="?", help="scan file to search with (not added)")
+    p.add_argument("files", metavar="FILE", nargs="*",
+                   help="scan file to search with (not added); for a bullet its land files in land order")
     p.add_argument("--id", dest="ids", action="append", metavar="ID", help="search with an exhibit on file (repeatable)")
     p.add_argument("--all", action="store_true", help="search with every exhibit on file")
-    p.add_argument("--kind", default="cartridge", choices=["cartridge"])
+    p.add_argument("--kind", default=None, choices=["cartridge", "bullet"],
+                   help="exhibit kind (default: cartridge for FILE, the exhibit's own kind for --id, every kind for --all)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="leads per list (default 10)")
     p.add_argument("--candidates", type=int, default=300, metavar="K",
                    help="exhibits the index hands to the coarse screen (default 300)")
@@ -28,32 +37,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
+    p.set_defaults(_trailing_files="files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import SearchParams, open_database, search, search_exhibits
+    from ..engine import KINDS, SearchParams, open_database, search, search_exhibits
     from ._common import Progress, parse_pairs
 
-    modes = sum([args.file is not None, bool(args.ids), args.all])
+    modes = sum([bool(args.files), bool(args.ids), args.all])
     if modes != 1:
         raise ValueError("give exactly one of FILE, --id ID or --all")
+    if args.files and args.kind != "bullet" and len(args.files) > 1:
+        raise ValueError(f"{len(args.files)} files given; search with one scan (or --kind bullet for a bullet's lands)")
     params = SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
                           filters=parse_pairs(args.filter, "--filter"))
     db = open_database(args.db)
     try:
-        if args.file is not None:
-            lists = [search(db, args.file, kind=args.kind, params=params, pixel_um=args.pixel_um)]
+        if args.files:
+            if args.kind == "bullet":
+                query = [None if f.strip() == "-" else f for f in args.files]
+                lists = [search(db, query, kind="bullet", params=params, pixel_um=args.pixel_um)]
+            else:
+                lists = [search(db, args.files[0], kind=args.kind or "cartridge", params=params, pixel_um=args.pixel_um)]
         else:
-            ids = None if args.all else args.ids
-            n = db.count(kind=args.kind) if ids is None else len(ids)
+            if args.all:
+                kinds = [args.kind] if args.kind else [k for k in KINDS if db.count(kind=k)] or ["cartridge"]
+                batches = [(k, None) for k in kinds]
+            else:
+                batches = []
+                for ex_id in args.ids:  # each exhibit with its own kind, in the order given
+                    k = args.kind or db.get(ex_id).kind
+                    if batches and batches[-1][0] == k:
+                        batches[-1][1].append(ex_id)
+                    else:
+                        batches.append((k, [ex_id]))
+            n = sum(db.count(kind=k) if ids is None else len(ids) for k, ids in batches)
             bar = Progress(n, "search")
             lists = []
-            for i, ll in enumerate(search_exhibits(db, ids, kind=args.kind, params=params)):
-                lists.append(ll)
-                bar.update(i + 1, ll.query_id)
-                if args.format == "json":  # stream JSON Lines as they come
-                    sys.stdout.write(ll.to_json() + "\n")
-                    sys.stdout.flush()
+            done = 0
+            for k, ids in batches:
+                for ll in search_exhibits(db, ids, kind=k, params=params):
+                    lists.append(ll)
+                    done += 1
+                    bar.update(done, ll.query_id)
+                    if args.format == "json":  # stream JSON Lines as they come
+                        sys.stdout.write(ll.to_json() + "\n")
+                        sys.stdout.flush()
             bar.close()
             if args.format == "json":
                 return 0

@@ -1,3 +1,15 @@
+from ._bullet import (
+    BULLET_FEATURES_VERSION,
+    BulletParams,
+    PreparedBullet,
+    PreparedLand,
+    bullet_descriptor,
+    bullet_sha256,
+    land_descriptor,
+    prepare_bullet,
+    prepare_land,
+    striae_axis,
+)
 from ._cartridge import FEATURES_VERSION, CartridgeParams, PreparedCartridge, dequantize, prepare_cartridge, quantize
 from ._filters import block_mean, gaussian_bandpass, gaussian_lowpass, level_polynomial, resample, robust_std
 from ._roi import BreechFaceROI, Circle, find_breech_face
