@@ -1,0 +1,292 @@
+"""Scale: candidate recall and latency against database size, and full lead lists on a 20k database.
+
+Populations (built by ``python -m benchmarks.scale_build --work DIR``; see
+:mod:`benchmarks.population`):
+
+* ``DIR/pop-db``: synthetic cartridge cases through the real pipeline,
+  10,000 firearms x 2 (default difficulty, 12.5 µm/px), in a real ibin
+  database, with realistic metadata;
+* ``DIR/signatures.npz``: signatures-only synthetic cartridge cases (25 µm/px,
+  50,000 firearms x 4) and, beyond them, perturbed copies in signature space.
+
+Measured here:
+
+1. **candidate stage vs N** (10k, 100k, 1M): queries are planted pairs (the
+   full-pipeline synthetic exhibits, whose mates are on file, and the 40 real
+   Fadul scans planted with their mates); recall = share of true mates among
+   the candidates handed to the re-rank; latency of the candidate stage (one
+   thread), against the exact polar search where it is affordable;
+2. **full lead lists on the 20k database** (ingest + ``search``), with Fadul
+   planted: hit rates (compare with N = 40 in ``fadul_accuracy.json``), latency
+   per stage (the screen and the full comparisons do not depend on N);
+3. storage per exhibit; the ratio of a lead list to a brute-force re-rank of a
+   whole (small) database.
+
+Run: ``python -m benchmarks.scale --work DIR``
+"""
+
+from __future__ import annotations
+
+from ._common import single_thread
+
+single_thread()
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from ._common import SHARED, environment, quantiles, write  # noqa: E402
+
+ANCHOR = {"firing_pin": 0, "primer": 1, "centroid": 2}
+
+
+def _fadul():
+    from ibin.features import prepare_cartridge
+    from ibin.scan import load_scan
+
+    d = SHARED / "cartridge" / "fadul"
+    with open(d / "key.csv") as f:
+        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    prep = {n: prepare_cartridge(load_scan(d / f"{n}.x3p")) for n in sorted(key)}
+    return key, prep
+
+
+class Universe:
+    """Signatures of N exhibits in flat arrays: polar (rows, 512) with anchor codes and owner, spectral (N, 256)."""
+
+    def __init__(self):
+        self.polar_rows: list[np.ndarray] = []
+        self.polar_anchor: list[np.ndarray] = []
+        self.polar_owner: list[np.ndarray] = []
+        self.spectral: list[np.ndarray] = []
+        self.firearm: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, polar_vec, anchors, spectral, firearm):
+        """polar_vec (n, A, 512) float32 (zeros where no anchor), anchors (n, A) int8 (-1 none)."""
+        n = len(spectral)
+        owner = np.repeat(np.arange(self.n, self.n + n), polar_vec.shape[1])
+        a = anchors.reshape(-1)
+        ok = a >= 0
+        self.polar_rows.append(polar_vec.reshape(-1, polar_vec.shape[-1])[ok])
+        self.polar_anchor.append(a[ok])
+        self.polar_owner.append(owner[ok])
+        self.spectral.append(spectral.astype(np.float32))
+        self.firearm.append(np.asarray(firearm))
+        self.n += n
+
+    def freeze(self):
+        from ibin.features._polar import coarse_columns
+
+        self.P = np.concatenate(self.polar_rows)
+        self.PA = np.concatenate(self.polar_anchor)
+        self.PO = np.concatenate(self.polar_owner)
+        self.S = np.concatenate(self.spectral)
+        self.F = np.concatenate(self.firearm)
+        self.C = np.ascontiguousarray(self.P[:, coarse_columns(8, 32, 8)])
+        self.by_anchor = {a: np.flatnonzero(self.PA == a) for a in np.unique(self.PA)}
+        return self
+
+
+def _vec(polar_complex, anchors, n_anchor=2):
+    from ibin.features._polar import to_vector
+
+    v = np.zeros((n_anchor, 512), np.float32)
+    a = np.full(n_anchor, -1, np.int8)
+    for i, (name, c) in enumerate(zip(anchors[:n_anchor], polar_complex[:n_anchor])):
+        v[i] = to_vector(c)
+        a[i] = ANCHOR[name]
+    return v, a
+
+
+def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: int, exclude: int, *, exact=False):
+    """Candidate exhibit indices (polar top-k over like anchors, plus spectral top-k) for one query."""
+    from ibin.features import rotation_max
+    from ibin.features._polar import from_vector, rotation_max_top
+
+    best = {}
+    for name, c in zip(q_anchors, q_polar):
+        rows = U.by_anchor.get(ANCHOR[name])
+        if rows is None or len(rows) == 0:
+            continue
+        if exact:
+            s, _ = rotation_max(c, from_vector(U.P[rows], 8))
+            top = np.argsort(-s)[: k_polar + 1]
+            pairs = zip(rows[top], s[top])
+        else:
+            idx, s = rotation_max_top(c, U.P[rows], k_polar + 1, coarse=U.C[rows])
+            pairs = zip(rows[idx], s)
+        for r, sc in pairs:
+            o = int(U.PO[r])
+            if o != exclude and sc > best.get(o, -9):
+                best[o] = float(sc)
+    polar = sorted(best, key=lambda o: -best[o])[:k_polar]
+    sims = U.S @ q_spec
+    sims[exclude] = -9 if exclude >= 0 else sims[exclude]
+    spec = np.argpartition(-sims, k_spec)[:k_spec]
+    return set(polar) | {int(i) for i in spec}, set(polar), {int(i) for i in spec}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--queries", type=int, default=200, help="synthetic planted queries per N")
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--k-polar", type=int, default=100)
+    ap.add_argument("--k-spec", type=int, default=25)
+    a = ap.parse_args(argv)
+    from ibin import open_database
+    from ibin.features._polar import from_vector
+
+    env = environment("python -m benchmarks.scale --work " + str(a.work))
+    result: dict = {"what": __doc__.split("\n\n")[0], "environment": env,
+                    "parameters": {"k_polar": a.k_polar, "k_spectral": a.k_spec}}
+    # ---- full-pipeline population
+    db = open_database(a.work / "pop-db", readonly=True)
+    recs = db.list(kind="cartridge")
+    rowid_pos = {r.rowid: i for i, r in enumerate(recs)}
+    rows, parts, X = db.space_matrix("cartridge-polar/height")
+    srows, _, SX = db.space_matrix("cartridge/height")
+    n_pop = len(recs)
+    pv = np.zeros((n_pop, 2, 512), np.float32)
+    pa = np.full((n_pop, 2), -1, np.int8)
+    fill = np.zeros(n_pop, np.int64)
+    for r, p, x in zip(rows, parts, X):
+        i = rowid_pos.get(int(r))
+        if i is None:
+            continue
+        j = fill[i]
+        if j < 2:
+            pv[i, j] = x
+            pa[i, j] = int(p) - 16
+            fill[i] += 1
+    sp = np.zeros((n_pop, 256), np.float32)
+    for r, x in zip(srows, SX):
+        if int(r) in rowid_pos:
+            sp[rowid_pos[int(r)]] = x
+    pop_firearm = np.array([hash(r.metadata.get("firearm", r.id)) % (1 << 62) for r in recs], dtype=np.int64)
+    db.close()
+    # ---- Fadul, planted
+    key, fprep = _fadul()
+    fnames = sorted(fprep)
+    fv, fa = zip(*(_vec(fprep[n].polar, fprep[n].anchors) for n in fnames))
+    fspec = np.stack([fprep[n].descriptor for n in fnames])
+    ffire = np.array([-(1 + hash(key[n]) % (1 << 60)) for n in fnames], dtype=np.int64)
+    # ---- signatures only
+    sig = np.load(a.work / "signatures.npz")
+    s_polar, s_anch, s_spec, s_fire = sig["polar"], sig["anchors"], sig["spectral"], sig["firearm"]
+    rng = np.random.default_rng(1)
+    q_syn = rng.choice(n_pop, size=min(a.queries, n_pop), replace=False)
+    sizes = [int(s) for s in a.sizes.split(",")]
+    curves = []
+    for N in sizes:
+        U = Universe()
+        U.add(np.stack(fv), np.stack(fa), fspec, ffire)  # Fadul first: indices 0..39
+        take = min(n_pop, N - len(fnames))
+        U.add(pv[:take], pa[:take], sp[:take], pop_firearm[:take])
+        rest = N - U.n
+        made = "full pipeline"
+        if rest > 0:
+            ts = min(rest, len(s_spec))
+            vecs = np.zeros((ts, 2, 512), np.float32)
+            from ibin.features._polar import to_vector
+
+            for j in range(2):
+                ok = s_anch[:ts, j] >= 0
+                vecs[ok, j] = to_vector(s_polar[:ts, j][ok])
+            U.add(vecs, s_anch[:ts], s_spec[:ts], s_fire[:ts])
+            rest -= ts
+            made = "full pipeline + signatures only"
+        if rest > 0:
+            from .population import perturbed_copies
+
+            # shot-to-shot similarity measured on the signatures-only population
+            sim_p, sim_s = _shot_similarity(s_polar, s_anch, s_spec, s_fire)
+            vecs = np.zeros((rest, 2, 512), np.float32)
+            anch = np.full((rest, 2), -1, np.int8)
+            spec = np.zeros((rest, 256), np.float32)
+            fire = np.zeros(rest, np.int64)
+            from ibin.features._polar import to_vector
+
+            src_polar = [s_polar[i][s_anch[i] >= 0] for i in range(len(s_spec))]
+            for j, (i, p, s) in enumerate(perturbed_copies(src_polar, s_spec, rest, polar_similarity=sim_p,
+                                                           spectral_similarity=sim_s, seed=N)):
+                k = len(p)
+                vecs[j, :k] = to_vector(p)
+                anch[j, :k] = s_anch[i, :k]
+                spec[j] = s
+                fire[j] = s_fire[i]
+            U.add(vecs, anch, spec, fire)
+            made += " + perturbed copies"
+        U.freeze()
+        # queries: planted synthetic pairs (their index in U) and Fadul
+        qs = [(int(len(fnames) + i), "synthetic") for i in q_syn if len(fnames) + i < U.n] + [(i, "fadul") for i in range(len(fnames))]
+        hit, hit_p, hit_s, lat = {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, []
+        for qi, kind in qs:
+            if kind == "fadul":
+                prep = fprep[fnames[qi]]
+                qp, qa, qsv = prep.polar, prep.anchors, prep.descriptor
+            else:
+                pos = qi - len(fnames)
+                names = [n for n, c in ANCHOR.items() for j in range(2) if pa[pos, j] == c]
+                qp = [from_vector(pv[pos, j], 8) for j in range(2) if pa[pos, j] >= 0]
+                qa, qsv = names, sp[pos]
+            t = time.perf_counter()
+            union, pol, spe = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
+            lat.append(time.perf_counter() - t)
+            mates = [j for j in np.flatnonzero(U.F == U.F[qi]) if j != qi]
+            for m in mates:
+                hit[kind].append(m in union)
+                hit_p[kind].append(m in pol)
+                hit_s[kind].append(m in spe)
+        row = {"N": U.n, "population": made, "queries": len(qs),
+               "recall": {k: float(np.mean(v)) for k, v in hit.items()},
+               "recall_polar_only": {k: float(np.mean(v)) for k, v in hit_p.items()},
+               "recall_spectral_only": {k: float(np.mean(v)) for k, v in hit_s.items()},
+               "candidate_ms": quantiles(np.array(lat) * 1e3)}
+        # exact polar search on a few queries, for the recall of the two-pass search
+        ex_hit, ex_lat = [], []
+        for qi, kind in qs[:: max(1, len(qs) // 20)]:
+            if kind == "fadul":
+                prep = fprep[fnames[qi]]
+                qp, qa, qsv = prep.polar, prep.anchors, prep.descriptor
+            else:
+                pos = qi - len(fnames)
+                qa = [n for n, c in ANCHOR.items() for j in range(2) if pa[pos, j] == c]
+                qp = [from_vector(pv[pos, j], 8) for j in range(2) if pa[pos, j] >= 0]
+                qsv = sp[pos]
+            t = time.perf_counter()
+            _, pe, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi, exact=True)
+            ex_lat.append(time.perf_counter() - t)
+            _, pf, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
+            ex_hit.append(len(pe & pf) / max(1, len(pe)))
+        row["two_pass_vs_exact_polar_overlap"] = float(np.mean(ex_hit))
+        row["exact_polar_ms"] = quantiles(np.array(ex_lat) * 1e3)
+        row["bytes_per_exhibit_signatures"] = float((U.P.nbytes + U.S.nbytes + U.C.nbytes) / U.n)
+        curves.append(row)
+        print(f"N={U.n}: recall synthetic {row['recall']['synthetic']:.3f}, Fadul {row['recall']['fadul']:.3f}; "
+              f"candidates p50 {row['candidate_ms']['p50']:.0f} ms; two-pass = exact {row['two_pass_vs_exact_polar_overlap']:.3f}")
+        result["curves"] = curves
+        write("scale", result)
+    return result
+
+
+def _shot_similarity(polar, anch, spec, fire, n: int = 500) -> tuple[float, float]:
+    """Median similarity of two shots of one firearm (polar at the best rotation, spectral), measured."""
+    from ibin.features import rotation_max
+
+    ps, ss = [], []
+    for i in range(0, min(len(fire) - 1, 4 * n), 4):
+        if fire[i] != fire[i + 1] or anch[i, 0] < 0 or anch[i, 0] != anch[i + 1, 0]:
+            continue
+        ps.append(float(rotation_max(polar[i, 0], polar[i + 1, 0][None])[0][0]))
+        ss.append(float(spec[i] @ spec[i + 1]))
+    return float(np.median(ps)), float(np.median(ss))
+
+
+if __name__ == "__main__":
+    main()
