@@ -168,17 +168,23 @@ def ingest(
     pixel_um: float | None = None,
     user: str | None = None,
     progress: Callable[[int, int, IngestResult], None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> IngestReport:
     """Put scans on file, one exhibit per scan.
 
     Each file is read, validated and prepared before anything is written; a
     file that fails is reported and skipped, and nothing already on file
-    changes. A file already on file (same SHA-256) is not added again.
+    changes. A file already on file (same SHA-256) is not added again. Each
+    exhibit goes in atomically (feature record, catalog row, vectors and an
+    ``ingest`` audit entry) and is on file once its result is reported.
 
     Parameters
     ----------
-    db : Database
-        An open database (``ibin.open_database(path, create=True)``).
+    db : Database or path
+        An open database, or the path of one. A path is opened (and the
+        database created if missing) only when the first scan is ready to go
+        in, so a batch whose every file is refused leaves the path exactly
+        as it was; the database is closed on return.
     sources : sequence of path or Scan
         Scan files (or scans in memory, which need a ``sha256`` or get one
         computed from their values).
@@ -187,60 +193,82 @@ def ingest(
     ids : sequence of str, optional
         Exhibit ids, one per source; default: the file stem.
     metadata : mapping of str to str, optional
-        Metadata for every exhibit of the batch (caliber, case number...).
+        Metadata for every exhibit of the batch (caliber, case number...);
+        checked before any file is read.
     pixel_um : float, optional
         Pixel size for images and ``.npy`` files.
     user : str, optional
         Who ingests (default: ``$IBIN_USER`` or the login name).
     progress : callable, optional
         Called as ``progress(done, total, result)`` after each source.
+    on_wait : callable, optional
+        Called as ``on_wait(seconds)`` when a write has waited long for
+        another process (see :attr:`ibin.index.Database.on_wait`).
 
     Returns
     -------
     IngestReport
+
+    Raises
+    ------
+    DatabaseError
+        If the metadata or ids are not valid text, or the database path
+        cannot be used; nothing is written then.
     """
-    from .index import NewExhibit
+    from .index import Database, NewExhibit, check_text, validate_metadata
 
     _check_kind(kind)
     if ids is not None and len(ids) != len(sources):
         raise ValueError(f"{len(ids)} ids given for {len(sources)} sources")
-    md = {str(k): v for k, v in (metadata or {}).items()}
-    for k, v in md.items():
-        if not isinstance(v, str):
-            raise DatabaseError(f"metadata value of {k!r} must be text, got {type(v).__name__}")
-    who = _user(user)
+    md = validate_metadata(metadata or {})
+    for i in ids or ():
+        check_text("exhibit id", i)
+    who = check_text("user name", _user(user))
+    owned = not isinstance(db, Database)
+    path = db if owned else None
+    handle = None if owned else db
+    if owned:
+        Database.probe(path, create=True)  # refuse an unusable path before reading any file
     params_json = _cartridge_params_json()
     report = IngestReport()
     total = len(sources)
-    for i, src in enumerate(sources):
-        name = src.source if isinstance(src, Scan) else os.fspath(src)
-        try:
-            scan = _as_scan(src, pixel_um)
-            sha = scan.sha256 or _values_sha(scan)
-            ex_id = ids[i] if ids is not None else (Path(scan.source).stem if scan.source else f"scan-{sha[:12]}")
-            existing = db.find_source(sha, kind)
-            if existing is not None:
-                res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
-            else:
-                prep = prepare(scan, kind)
-                db.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
-                arrays, attrs = prep.to_arrays()
-                attrs = dict(attrs, source_info=dict(scan.info), source_pixel_um=[scan.pixel_x_um, scan.pixel_y_um])
-                new = NewExhibit(
-                    id=ex_id, kind=kind, modality=prep.modality,
-                    source_name=Path(scan.source).name if scan.source else ex_id,
-                    source_sha256=sha, arrays=arrays, attrs=attrs,
-                    vectors={f"{kind}/{prep.modality}": prep.descriptor[None]},
-                    metadata=md, user=who,
-                )
-                got, added = db.add(new)
-                res = IngestResult(str(name), got, "added" if added else "duplicate",
-                                   "" if added else f"already on file as {got}")
-        except (IbinError, ValueError) as e:
-            res = IngestResult(str(name), None, "failed", str(e))
-        report.results.append(res)
-        if progress is not None:
-            progress(i + 1, total, res)
+    try:
+        for i, src in enumerate(sources):
+            name = src.source if isinstance(src, Scan) else os.fspath(src)
+            try:
+                scan = _as_scan(src, pixel_um)
+                sha = scan.sha256 or _values_sha(scan)
+                ex_id = ids[i] if ids is not None else (Path(scan.source).stem if scan.source else f"scan-{sha[:12]}")
+                existing = handle.find_source(sha, kind) if handle is not None else None
+                if existing is not None:
+                    res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
+                else:
+                    prep = prepare(scan, kind)
+                    arrays, attrs = prep.to_arrays()
+                    attrs = dict(attrs, source_info=dict(scan.info), source_pixel_um=[scan.pixel_x_um, scan.pixel_y_um])
+                    new = NewExhibit(
+                        id=ex_id, kind=kind, modality=prep.modality,
+                        source_name=Path(scan.source).name if scan.source else ex_id,
+                        source_sha256=sha, arrays=arrays, attrs=attrs,
+                        vectors={f"{kind}/{prep.modality}": prep.descriptor[None]},
+                        metadata=md, user=who,
+                    )
+                    if handle is None:  # the first scan ready to go in opens (or creates) the database
+                        handle = Database.open(path, create=True)
+                    if on_wait is not None:
+                        handle.on_wait = on_wait
+                    handle.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
+                    got, added = handle.add(new)
+                    res = IngestResult(str(name), got, "added" if added else "duplicate",
+                                       "" if added else f"already on file as {got}")
+            except (IbinError, ValueError) as e:
+                res = IngestResult(str(name), None, "failed", str(e))
+            report.results.append(res)
+            if progress is not None:
+                progress(i + 1, total, res)
+    finally:
+        if owned and handle is not None:
+            handle.close()
     return report
 
 
@@ -345,8 +373,14 @@ def search(
     params: SearchParams | None = None,
     pixel_um: float | None = None,
     query_id: str | None = None,
+    user: str | None = None,
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
+
+    The candidates and the re-rank read one snapshot of the database, so
+    ingests and deletions by other processes meanwhile never make the list
+    inconsistent. On a read-write database the search is recorded in the
+    audit log (query file and SHA-256, parameters, leads returned, user).
 
     Parameters
     ----------
@@ -358,6 +392,8 @@ def search(
         Pixel size for image and ``.npy`` queries.
     query_id : str, optional
         Name of the query in the lead list (default: the file stem).
+    user : str, optional
+        Who searches, for the audit log (default: ``$IBIN_USER`` or the login name).
 
     Returns
     -------
@@ -371,16 +407,32 @@ def search(
     db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json()) if not db.readonly else None
     q = _Prepared(prep)
     t1 = time.perf_counter()
-    cands = _candidates(db, prep, kind, p)
-    t2 = time.perf_counter()
-    ranked = _rerank(q, cands, db)
-    t3 = time.perf_counter()
+    with db.snapshot():
+        cands = _candidates(db, prep, kind, p)
+        t2 = time.perf_counter()
+        ranked = _rerank(q, cands, db)
+        t3 = time.perf_counter()
+        on_file = db.count(kind=kind)
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: p.top]))
-    return LeadList(
+    ll = LeadList(
         query_id=query_id or scan.name, query_file=scan.source, kind=kind, leads=leads,
-        database_path=str(db.path), database_exhibits=db.count(kind=kind),
+        database_path=str(db.path), database_exhibits=on_file,
         timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3},
+    )
+    _audit_search(db, ll, p, user, {"id": ll.query_id, "file": scan.source, "sha256": scan.sha256})
+    return ll
+
+
+def _audit_search(db, ll: LeadList, p: SearchParams, user: str | None, query: dict) -> None:
+    """Record a search in the audit log (read-only handles cannot write, and do not)."""
+    if db.readonly:
+        return
+    db.audit(
+        "search", user=_user(user), kind=ll.kind, query=query, top=p.top, candidates=p.candidates,
+        filters=dict(p.filters), exhibits_on_file=ll.database_exhibits,
+        leads=[{"id": l.id, "score": round(float(l.score), 6) if math.isfinite(l.score) else None}
+               for l in ll.leads],
     )
 
 
@@ -390,8 +442,12 @@ def search_exhibits(
     *,
     kind: str = "cartridge",
     params: SearchParams | None = None,
+    user: str | None = None,
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
+
+    Each lead list reads one snapshot of the database and, on a
+    read-write database, is recorded in the audit log.
 
     Parameters
     ----------
@@ -400,6 +456,8 @@ def search_exhibits(
         Exhibits to use as queries; all of ``kind`` when None.
     kind : str
     params : SearchParams, optional
+    user : str, optional
+        Who searches, for the audit log.
 
     Yields
     ------
@@ -421,17 +479,20 @@ def search_exhibits(
             q = _Prepared(_load_prepared(db, rec))
             cache[rec.rowid] = q
         t1 = time.perf_counter()
-        cands = _candidates(db, q.prep, kind, p, exclude_rowid=rec.rowid)
-        t2 = time.perf_counter()
-        ranked = _rerank(q, cands, db, cache, query_rowid=rec.rowid, pairs=pairs)
-        t3 = time.perf_counter()
+        with db.snapshot():
+            cands = _candidates(db, q.prep, kind, p, exclude_rowid=rec.rowid)
+            t2 = time.perf_counter()
+            ranked = _rerank(q, cands, db, cache, query_rowid=rec.rowid, pairs=pairs)
+            t3 = time.perf_counter()
         leads = tuple(_lead(i + 1, r2, r) for i, (_, r2, r) in enumerate(ranked[: p.top]))
-        yield LeadList(
+        ll = LeadList(
             query_id=rec.id, query_file=rec.source_name, kind=kind, leads=leads,
             database_path=str(db.path), database_exhibits=total,
             timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
                        "total": (t3 - t0) * 1e3},
         )
+        _audit_search(db, ll, p, user, {"exhibit": rec.id})
+        yield ll
 
 
 # ---------------------------------------------------------------- compare

@@ -3,7 +3,8 @@
 With FILE the scan is compared with the exhibits on file and is not added.
 With --id or --all the exhibits already on file are re-correlated against
 all the others (never listing an exhibit as its own lead); with
---format json this writes JSON Lines, one lead list per query.
+--format json this writes JSON Lines, one lead list per query. Every lead
+list is recorded in the database's audit log (query, leads, --user).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
+    p.add_argument("--user", help="who searches, for the audit log (default: $IBIN_USER or the login name)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +41,13 @@ def run(args: argparse.Namespace) -> int:
     db = open_database(args.db)
     try:
         if args.file is not None:
-            lists = [search(db, args.file, kind=args.kind, params=params, pixel_um=args.pixel_um)]
+            lists = [search(db, args.file, kind=args.kind, params=params, pixel_um=args.pixel_um, user=args.user)]
         else:
             ids = None if args.all else args.ids
             n = db.count(kind=args.kind) if ids is None else len(ids)
             bar = Progress(n, "search")
             lists = []
-            for i, ll in enumerate(search_exhibits(db, ids, kind=args.kind, params=params)):
+            for i, ll in enumerate(search_exhibits(db, ids, kind=args.kind, params=params, user=args.user)):
                 lists.append(ll)
                 bar.update(i + 1, ll.query_id)
                 if args.format == "json":  # stream JSON Lines as they come
