@@ -132,11 +132,10 @@ def check_database(db, *, records: bool = True) -> CheckReport:
             _check_records(db, rep, exhibits, verify=records)
             spaces, digests = _check_vectors(db, rep, by_rowid)
             _check_audit(db, rep, by_rowid, digests)
-            max_id = db.max_vector_id()
     except (sqlite3.DatabaseError, DatabaseError) as e:
         rep._damage(catalog, f"the catalog cannot be read ({e})")
         return rep
-    _check_indexes(db, rep, spaces, by_rowid, max_id)
+    _check_indexes(db, rep, spaces, by_rowid)
     _check_store_files(db, rep)
     return rep
 
@@ -317,13 +316,17 @@ def _check_vectors(db, rep: CheckReport, by_rowid: dict[int, dict]):
     return spaces, digests
 
 
-def _check_indexes(db, rep: CheckReport, spaces: dict[str, dict], by_rowid: dict, max_id: int) -> None:
+def _check_indexes(db, rep: CheckReport, spaces: dict[str, dict], by_rowid: dict) -> None:
     folder = db.path / "index"
     expected = {db.index_path(s).name: s for s in spaces}
+    # read the files first, then the catalog's high-water mark: a file saved by another
+    # process while the check ran then holds no id beyond it
+    files = {name: inspect(folder / name) for name in expected}
+    max_id = db.max_vector_id(latest=True)
     n_entries = 0
     for name, space in sorted(expected.items()):
         rel = f"index/{name}"
-        got, problem = inspect(folder / name)
+        got, problem = files[name]
         if problem is not None:
             rep._damage(rel, f"{problem}; searches rebuild it from the catalog, `ibin reindex DB` rewrites it")
             continue

@@ -663,7 +663,7 @@ class Database:
             If nothing is to change, or a key is both set and unset.
         """
         values = dict(values or {})
-        unset = list(unset)
+        unset = list(dict.fromkeys(unset))  # each key once, in the order given
         validate_metadata(values)
         for k in unset:
             check_text("metadata key", k)
@@ -780,11 +780,23 @@ class Database:
         """The index cache file of a descriptor space."""
         return self.path / "index" / f"{space.replace('/', '-')}.faiss"
 
-    def max_vector_id(self) -> int:
-        """The largest vector id the catalog can have issued so far."""
-        top = self._conn.execute("SELECT MAX(rowid) FROM exhibits").fetchone()[0] or 0
-        hw = self.get_setting("exhibits/last_rowid")
-        return ((max(int(top), int(hw or 0)) + 1) << _VECTOR_PART_BITS) - 1
+    def max_vector_id(self, *, latest: bool = False) -> int:
+        """The largest vector id the catalog can have issued so far.
+
+        Inside a :meth:`snapshot` this is as of the snapshot, unless
+        ``latest``: then it is read from the last committed state (an index
+        file saved by another process meanwhile may hold newer ids).
+        """
+        conn = self._conn
+        if latest and self._snapshot_depth:
+            conn = sqlite3.connect(f"file:{self.path / _CATALOG}?mode=ro", uri=True, timeout=30.0)
+        try:
+            top = conn.execute("SELECT MAX(rowid) FROM exhibits").fetchone()[0] or 0
+            hw = conn.execute("SELECT value FROM settings WHERE key = 'exhibits/last_rowid'").fetchone()
+        finally:
+            if conn is not self._conn:
+                conn.close()
+        return ((max(int(top), int(hw[0]) if hw else 0) + 1) << _VECTOR_PART_BITS) - 1
 
     def index(self, space: str, *, factory: str = "Flat") -> VectorIndex | None:
         """The FAISS index of a descriptor space, caught up with the catalog (None when the space is empty).
@@ -799,8 +811,12 @@ class Database:
         idx = self._indexes.get(space)
         path = self.index_path(space)
         if idx is None or idx.dim != dim:
-            idx = (VectorIndex.load(path, dim, factory, catalog_id=self.catalog_id, max_id=self.max_vector_id())
-                   or VectorIndex(dim, factory))
+            idx = VectorIndex.load(path, dim, factory, catalog_id=self.catalog_id)
+            if idx is not None and idx.watermark > self.max_vector_id(latest=True):
+                # vector ids the catalog never issued: the catalog was restored from an older copy
+                log.warning("%s: index file is ahead of the catalog; it will be rebuilt", path)
+                idx = None
+            idx = idx or VectorIndex(dim, factory)
         n_before = idx.ntotal
         rows = self._conn.execute(
             "SELECT id, vec FROM vectors WHERE space = ? AND id > ? ORDER BY id", (space, idx.watermark)
@@ -900,7 +916,7 @@ class Database:
 
     def vectors_of(self, rowid: int, space: str) -> np.ndarray:
         rows = self._conn.execute(
-            "SELECT vec FROM vectors WHERE exhibit = ? AND space = ? ORDER BY part", (rowid, space)
+            "SELECT vec FROM vectors WHERE exhibit = ? AND space = ? ORDER BY part", (int(rowid), space)
         ).fetchall()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.empty((0, 0), np.float32)
 
