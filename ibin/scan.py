@@ -545,7 +545,7 @@ def _apply_x3p_mask(p: Path, data: bytes, members: dict[str, zipfile.ZipInfo], z
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
         raise ScanError(p, f"{name} cannot be unpacked ({e})") from None
     head = image_header(blob)
-    if head is None or head[0] * head[1] != z.size:
+    if head is None or head[0] * head[1] != z.size or _image_truncated(blob):
         raise ScanError(p, f"{name} is not a PNG image of the surface's size ({z.shape[0]} x {z.shape[1]})")
     img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -657,6 +657,8 @@ def read_image(path: str | os.PathLike, *, pixel_um: float | None, _data: bytes 
     if bits is not None and bits not in (8, 16):
         raise ScanError(p, f"has {bits}-bit samples; ibin reads 8-bit or 16-bit grey-level images "
                            "(a scan's grey levels cannot be recovered from other depths)")
+    if _image_truncated(data):
+        raise ScanError(p, "is truncated: the image ends before its last chunk (damaged or incompletely copied)")
     with _no_opencv_warnings():
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -730,6 +732,17 @@ def image_header(data: bytes) -> tuple[int, int, int | None] | None:
     except (struct.error, ValueError, IndexError):
         return None
     return None
+
+
+def _image_truncated(data: bytes) -> bool:
+    """True when a PNG lacks its end chunk or a BMP is shorter than its header says."""
+    import struct
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") < 0
+    if data[:2] == b"BM" and len(data) >= 6:
+        return struct.unpack("<I", data[2:6])[0] > len(data)
+    return False
 
 
 def _tiff_fields(entries, e: str, data: bytes, inline: int) -> tuple[int, int, int | None] | None:
