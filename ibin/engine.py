@@ -254,7 +254,10 @@ def ingest(
                         metadata=md, user=who,
                     )
                     if handle is None:  # the first scan ready to go in opens (or creates) the database
-                        handle = Database.open(path, create=True)
+                        try:
+                            handle = Database.open(path, create=True)
+                        except DatabaseError as e:
+                            raise _Abort(e) from None
                     if on_wait is not None:
                         handle.on_wait = on_wait
                     handle.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
@@ -266,10 +269,20 @@ def ingest(
             report.results.append(res)
             if progress is not None:
                 progress(i + 1, total, res)
+    except _Abort as a:  # the database cannot be opened: a problem of the batch, not of one file
+        raise a.error from None
     finally:
         if owned and handle is not None:
             handle.close()
     return report
+
+
+class _Abort(Exception):
+    """Carries an error that stops a whole batch through the per-file handler."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _values_sha(scan: Scan) -> str:

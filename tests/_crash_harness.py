@@ -141,7 +141,7 @@ class Model:
         return (ops[done] if done < len(ops) else None)
 
 
-def _verify(db_path: Path, model: Model, inflight, killed_plan: dict) -> list[str]:
+def _verify(db_path: Path, model: Model, inflight) -> list[str]:
     """Problems found after a trial (empty when all is well); resolves the in-flight op into the model."""
     from ibin.errors import ExhibitNotFoundError
     from ibin.index import Database
@@ -298,7 +298,7 @@ def campaign(db_path: Path, *, point_trials: int, delay_trials: int, seed: int) 
         if not killed and not crashed:
             durations.append(elapsed)
         inflight = model.apply(plan, [a for a in acks if a != "O"])
-        problems = _verify(db_path, model, inflight if killed else None, plan)
+        problems = _verify(db_path, model, inflight if killed else None)
         if crashed:
             problems.append(f"the writer failed by itself (exit {os.WEXITSTATUS(status)}), not by the kill")
         if not killed and inflight is not None:

@@ -31,6 +31,7 @@ def run_campaign(db: Path, *, point_trials: int, delay_trials: int, seed: int) -
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the fault-injection harness forks writers (POSIX only)")
 def test_kills_across_the_write_path_lose_nothing(tmp_path):
     from ibin.index._faults import POINTS
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -40,7 +39,10 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
 # each metadata example commits (and fsyncs) a transaction: fewer of them
 FUZZ_DB = settings(FUZZ, max_examples=75)
 
-_TMP = Path(tempfile.mkdtemp(prefix="ibin-fuzz-"))
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
 
 def _base() -> tuple[bytes, bytes, bytes]:
@@ -55,8 +57,8 @@ def _base() -> tuple[bytes, bytes, bytes]:
 BASE, BASE_MAIN, BASE_DATA = _base()
 
 
-def _load(blob: bytes, name: str = "fuzz.x3p"):
-    p = _TMP / name
+def _load(folder: Path, blob: bytes, name: str = "fuzz.x3p"):
+    p = folder / name
     p.write_bytes(blob)
     try:
         s = load_scan(p)
@@ -70,8 +72,8 @@ def _load(blob: bytes, name: str = "fuzz.x3p"):
     return s
 
 
-def test_the_base_file_reads():
-    s = _load(BASE)
+def test_the_base_file_reads(fuzz_dir):
+    s = _load(fuzz_dir, BASE)
     assert s is not None and s.shape == (12, 16)
 
 
@@ -99,18 +101,18 @@ def _apply(blob: bytes, edits) -> bytes:
 
 @FUZZ
 @given(st.lists(_edit, min_size=1, max_size=4))
-def test_damaged_archive_bytes(edits):
-    _load(_apply(BASE, edits))
+def test_damaged_archive_bytes(fuzz_dir, edits):
+    _load(fuzz_dir, _apply(BASE, edits))
 
 
 @FUZZ
 @given(main_edits=st.lists(_edit, max_size=3), data_edits=st.lists(_edit, max_size=3), fix_md5=st.booleans())
-def test_damaged_member_content_repacked(main_edits, data_edits, fix_md5):
+def test_damaged_member_content_repacked(fuzz_dir, main_edits, data_edits, fix_md5):
     main = _apply(BASE_MAIN, main_edits)
     data = _apply(BASE_DATA, data_edits)
     if fix_md5:  # keep the checksums right so the damage reaches the parser and decoder
         main = main.replace(hashlib.md5(BASE_DATA).hexdigest().encode(), hashlib.md5(data).hexdigest().encode())
-    _load(x3p(main, data) if fix_md5 else x3p(main, data, checksum=hashlib.md5(BASE_MAIN).hexdigest().encode()))
+    _load(fuzz_dir, x3p(main, data) if fix_md5 else x3p(main, data, checksum=hashlib.md5(BASE_MAIN).hexdigest().encode()))
 
 
 _increment = st.one_of(
@@ -136,7 +138,7 @@ def _often(valid, *others):
     extra_bytes=_often(0, -8, 8, -1, 1000), scale=st.sampled_from([1e-6, 1e-9, 1.0, 1e3, 1e300]),
     fill=st.sampled_from([None, 0.0, np.nan, np.inf]), datalist=_often(False, True),
 )
-def test_generated_main_xml(cols, rows, layers, feature, cx, cz, inc_x, inc_y, extra_bytes, scale, fill, datalist):
+def test_generated_main_xml(fuzz_dir, cols, rows, layers, feature, cx, cz, inc_x, inc_y, extra_bytes, scale, fill, datalist):
     n = max(cols, 0) * max(rows, 0) * max(layers, 1)
     rng = np.random.default_rng(n)
     values = rng.normal(size=n) * scale if fill is None else np.full(n, fill)
@@ -148,7 +150,7 @@ def test_generated_main_xml(cols, rows, layers, feature, cx, cz, inc_x, inc_y, e
         data = values.astype("<f8").tobytes()
         data = data[: len(data) + extra_bytes] if extra_bytes < 0 else data + b"\0" * extra_bytes
         blob = x3p(main_xml(**kw, data_md5=hashlib.md5(data).hexdigest()), data)
-    _load(blob)
+    _load(fuzz_dir, blob)
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -162,8 +164,8 @@ _anything = st.one_of(_text, st.integers(), st.none(), st.binary(max_size=8), st
 class _MetaDB:
     """One database for all examples (a fresh one per example would be slow)."""
 
-    def __init__(self):
-        self.path = Path(tempfile.mkdtemp(prefix="ibin-meta-")) / "db"
+    def __init__(self, folder: Path):
+        self.path = folder / "db"
         self.db = Database.create(self.path)
         self.n = 0
 
@@ -181,8 +183,8 @@ class _MetaDB:
 
 
 @pytest.fixture(scope="module")
-def meta_db():
-    m = _MetaDB()
+def meta_db(tmp_path_factory):
+    m = _MetaDB(tmp_path_factory.mktemp("meta"))
     yield m
     rep = m.db.check()
     m.db.close()

@@ -5,7 +5,8 @@ index file against its sidecar and the catalog, and verifies the audit log's
 hash chain and that replaying it gives the catalog. Damage is reported
 precisely (which exhibit, which file and byte offset, what is wrong) and the
 exit code is 1; notes (harmless states, such as bytes left by an interrupted
-ingest) do not fail the check. Never writes; safe while others ingest.
+ingest) do not fail the check; a catalog that cannot be opened at all exits 2.
+Never writes; safe while others ingest.
 """
 
 from __future__ import annotations

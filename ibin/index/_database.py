@@ -397,12 +397,14 @@ class Database:
             point("catalog.begin")
             yield cur
             point("catalog.commit")
-        except BaseException:
+        except BaseException as e:
             self._writing = False
             try:
                 self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            if isinstance(e, sqlite3.Error):  # disk full, I/O error, damaged catalog...
+                raise DatabaseError(f"{self.path}: the catalog refused the change ({e}); nothing was written") from e
             raise
         try:
             self._conn.execute("COMMIT")
