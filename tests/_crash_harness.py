@@ -208,11 +208,13 @@ def _plan(rng: random.Random, model: Model, next_k: int, trial: int, point: str 
         ops.append(("add", next_k))
         next_k += 1
     live = sorted(model.present)
-    if live and (rng.random() < 0.3 or point == "catalog.rows"):
-        ops.insert(rng.randrange(len(ops) + 1), ("meta", rng.choice(live), f"t{trial}"))
     if len(live) > 3 and rng.random() < 0.25:
         # the newest exhibit half the time: its row id must never be issued again
-        ops.insert(0, ("delete", live[-1] if rng.random() < 0.5 else rng.choice(live)))
+        gone = live[-1] if rng.random() < 0.5 else rng.choice(live)
+        ops.insert(0, ("delete", gone))
+        live.remove(gone)
+    if live and (rng.random() < 0.3 or point == "catalog.rows"):
+        ops.insert(rng.randrange(1 if ops[0][0] == "delete" else 0, len(ops) + 1), ("meta", rng.choice(live), f"t{trial}"))
     if rng.random() < 0.5 or (point or "").startswith("index."):
         ops.append(("index",))
     return {"ops": ops, "point": point, "nth": nth}, next_k
