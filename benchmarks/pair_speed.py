@@ -22,6 +22,7 @@ from ._common import single_thread
 single_thread()
 
 import csv  # noqa: E402
+import json  # noqa: E402
 import itertools  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -61,7 +62,7 @@ def _baseline_register(a, b):
 
 
 _CACHE_PROBE = r"""
-import time, sys
+import json, time, sys
 t0 = time.perf_counter()
 from ibin.scan import load_scan
 from ibin.features import prepare_cartridge
@@ -69,7 +70,11 @@ from ibin.correlate import compare_prepared
 a = prepare_cartridge(load_scan(sys.argv[1])); b = prepare_cartridge(load_scan(sys.argv[2]))
 compare_prepared(a, b)
 t1 = time.perf_counter()
-print(t1 - t0)
+from ibin.features._kernels_nb import polar_power_bins
+from ibin.correlate._kernels_nb import cell_pearson_neighbourhood
+st = [f.stats for f in (polar_power_bins, cell_pearson_neighbourhood)]
+print(json.dumps({"seconds": t1 - t0, "cache_hits": sum(sum(s.cache_hits.values()) for s in st),
+                  "cache_misses": sum(sum(s.cache_misses.values()) for s in st)}))
 """
 
 
@@ -79,6 +84,9 @@ def main(argv=None) -> dict:
     from ibin.features import prepare_cartridge
     from ibin.scan import load_scan
 
+    import cv2
+
+    cv2.setNumThreads(1)  # one core: OpenCV would otherwise use its own thread pool
     env = environment("python -m benchmarks.pair_speed")
     files = _fadul_files()
     scans = {f.stem: load_scan(f) for f in files[:12]}
@@ -118,7 +126,7 @@ def main(argv=None) -> dict:
         for _ in range(2):
             out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, str(files[0]), str(files[1])],
                                  capture_output=True, text=True, env=envp, check=True, cwd=str(ROOT))
-            probe.append(float(out.stdout.strip()))
+            probe.append(json.loads(out.stdout.strip().splitlines()[-1]))
         cached = sorted(p.name for p in Path(cache).rglob("*.nbi"))
     peer = None
     pc = SHARED / "cartridge" / "fadul" / "scratch-core-pair-scores.csv"
@@ -136,13 +144,14 @@ def main(argv=None) -> dict:
         "speedup_vs_scratch_core": None if peer is None else float(peer / np.median(cpu)),
         "ingest": {"scans": rep.added, "wall_s": ingest_wall, "cpu_s": ingest_cpu,
                    "scans_per_s_wall": rep.added / ingest_wall, "scans_per_s_cpu": rep.added / ingest_cpu},
-        "numba_cache": {"first_process_s": probe[0], "second_process_s": probe[1], "cache_index_files": cached},
+        "numba_cache": {"first_process": probe[0], "second_process": probe[1], "cache_index_files": cached},
     }
     out = write("pair_speed", result)
     print(f"re-rank median {np.median(wall) * 1e3:.0f} ms wall, {np.median(cpu) * 1e3:.0f} ms CPU "
           f"({result['speedup_vs_baseline']:.0f}x the full-resolution sweep); ingest "
           f"{result['ingest']['scans_per_s_wall']:.1f} scans/s; numba first/second process "
-          f"{probe[0]:.1f}/{probe[1]:.1f} s -> {out}")
+          f"{probe[0]['seconds']:.1f}/{probe[1]['seconds']:.1f} s, compiled {probe[0]['cache_misses']}/"
+          f"{probe[1]['cache_misses']} kernels -> {out}")
     return result
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "search_exhibits",
     "compare",
     "prepare",
+    "add_prepared",
     "open_database",
     "KINDS",
 ]
@@ -50,26 +51,41 @@ KINDS = ("cartridge",)
 class SearchParams:
     """Per-search settings.
 
+    A search runs in three stages: the index proposes ``candidates``
+    exhibits by descriptor similarity; a coarse areal correlation screens
+    them (:class:`ibin.correlate.QueryScreen`); the best ``verify`` go
+    through the full comparison (registration and congruent matching
+    cells), whose score orders the lead list.
+
     Attributes
     ----------
     top : int
         Leads returned.
     candidates : int
-        Exhibits the index hands to the full re-rank (at least ``top``).
+        Exhibits the index hands to the screen.
+    verify : int
+        Exhibits that get the full comparison (at least ``top``).
     filters : mapping of str to str
         Metadata that candidates must match exactly (applied inside the
         index search).
+    workers : int
+        Threads for the full comparisons.
     """
 
     top: int = 10
-    candidates: int = 100
+    candidates: int = 300
+    verify: int = 20
     filters: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.top < 1:
-            raise ValueError("top must be at least 1")
-        if self.candidates < 1:
-            raise ValueError("candidates must be at least 1")
+        for name in ("top", "candidates", "verify", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def n_verify(self) -> int:
+        return max(self.verify, self.top)
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,7 @@ def ingest(
         If the metadata or ids are not valid text, or the database path
         cannot be used; nothing is written then.
     """
-    from .index import Database, NewExhibit, check_text, validate_metadata
+    from .index import Database, check_text, validate_metadata
 
     _check_kind(kind)
     if ids is not None and len(ids) != len(sources):
@@ -229,7 +245,6 @@ def ingest(
     handle = None if owned else db
     if owned:
         Database.probe(path, create=True)  # refuse an unusable path before reading any file
-    params_json = _cartridge_params_json()
     report = IngestReport()
     total = len(sources)
     try:
@@ -244,15 +259,6 @@ def ingest(
                     res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
                 else:
                     prep = prepare(scan, kind)
-                    arrays, attrs = prep.to_arrays()
-                    attrs = dict(attrs, source_info=dict(scan.info), source_pixel_um=[scan.pixel_x_um, scan.pixel_y_um])
-                    new = NewExhibit(
-                        id=ex_id, kind=kind, modality=prep.modality,
-                        source_name=Path(scan.source).name if scan.source else ex_id,
-                        source_sha256=sha, arrays=arrays, attrs=attrs,
-                        vectors={f"{kind}/{prep.modality}": prep.descriptor[None]},
-                        metadata=md, user=who,
-                    )
                     if handle is None:  # the first scan ready to go in opens (or creates) the database
                         try:
                             handle = Database.open(path, create=True)
@@ -260,8 +266,12 @@ def ingest(
                             raise _Abort(e) from None
                     if on_wait is not None:
                         handle.on_wait = on_wait
-                    handle.ensure_setting(_cartridge_settings_key(prep.modality), params_json)
-                    got, added = handle.add(new)
+                    got, added = add_prepared(
+                        handle, prep, id=ex_id, kind=kind,
+                        source_name=Path(scan.source).name if scan.source else ex_id, sha256=sha,
+                        metadata=md, user=who, source_info=dict(scan.info),
+                        source_pixel_um=(scan.pixel_x_um, scan.pixel_y_um),
+                    )
                     res = IngestResult(str(name), got, "added" if added else "duplicate",
                                        "" if added else f"already on file as {got}")
             except (IbinError, ValueError) as e:
@@ -283,6 +293,48 @@ class _Abort(Exception):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
+
+
+#: Vector part number of each anchor of the polar signatures (only like anchors are
+#: compared). Vector ids are unique across spaces, so these stay clear of other parts.
+ANCHOR_PARTS = {"firing_pin": 16, "primer": 17, "centroid": 18}
+
+
+def _polar_space(kind: str, modality: str) -> str:
+    return f"{kind}-polar/{modality}"
+
+
+def _polar_vectors(kind: str, prep) -> tuple[dict, dict]:
+    from .features._polar import to_vector
+
+    if prep.polar is None:
+        return {}, {}
+    space = _polar_space(kind, prep.modality)
+    return {space: to_vector(prep.polar)}, {space: tuple(ANCHOR_PARTS[a] for a in prep.anchors)}
+
+
+def add_prepared(db, prep, *, id: str, kind: str, source_name: str, sha256: str,
+                 metadata: Mapping[str, str] | None = None, user: str | None = None,
+                 source_info: Mapping[str, str] | None = None, source_pixel_um=None,
+                 fsync: bool = True) -> tuple[str, bool]:
+    """Put an already prepared exhibit on file (the write half of :func:`ingest`).
+
+    Returns ``(id, added)`` as :meth:`ibin.index.Database.add`. ``fsync=False``
+    skips syncing the feature record (bulk loads that can be redone).
+    """
+    from .index import NewExhibit
+
+    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json())
+    arrays, attrs = prep.to_arrays()
+    attrs = dict(attrs, source_info=dict(source_info or {}),
+                 source_pixel_um=list(source_pixel_um) if source_pixel_um is not None else None)
+    vectors, parts = _polar_vectors(kind, prep)
+    new = NewExhibit(
+        id=id, kind=kind, modality=prep.modality, source_name=source_name, source_sha256=sha256,
+        arrays=arrays, attrs=attrs, vectors={f"{kind}/{prep.modality}": prep.descriptor[None], **vectors},
+        vector_parts=parts, metadata=dict(metadata or {}), user=_user(user),
+    )
+    return db.add(new, durable=fsync)
 
 
 def _values_sha(scan: Scan) -> str:
@@ -308,6 +360,42 @@ class _Prepared:
         self.pyramid = Pyramid(prep.surface, prep.pixel_um)
 
 
+class _Cache:
+    """Least-recently-used store of prepared exhibits and of pair comparisons, bounded in size."""
+
+    def __init__(self, max_items: int = 2000, max_pairs: int = 200_000):
+        import threading
+        from collections import OrderedDict
+
+        self.items: "OrderedDict[int, _Prepared]" = OrderedDict()
+        self.pairs: "OrderedDict[tuple[int, int], object]" = OrderedDict()
+        self.max_items, self.max_pairs = max_items, max_pairs
+        self._lock = threading.Lock()
+
+    def prepared(self, db, rec) -> _Prepared:
+        with self._lock:
+            got = self.items.get(rec.rowid)
+            if got is not None:
+                self.items.move_to_end(rec.rowid)
+                return got
+        got = _Prepared(_load_prepared(db, rec))
+        with self._lock:
+            self.items[rec.rowid] = got
+            if len(self.items) > self.max_items:
+                self.items.popitem(last=False)
+        return got
+
+    def pair(self, a: int, b: int):
+        with self._lock:
+            return self.pairs.get((min(a, b), max(a, b)))
+
+    def put_pair(self, a: int, b: int, r) -> None:
+        with self._lock:
+            self.pairs[(min(a, b), max(a, b))] = r
+            if len(self.pairs) > self.max_pairs:
+                self.pairs.popitem(last=False)
+
+
 def _load_prepared(db, rec):
     from .features import PreparedCartridge
 
@@ -315,39 +403,64 @@ def _load_prepared(db, rec):
     return PreparedCartridge.from_arrays(arrays, attrs)
 
 
-def _rerank(query: _Prepared, records, db, cache: dict | None = None, *, query_rowid: int | None = None,
-            pairs: dict | None = None) -> list[tuple[float, object, object]]:
-    """Compare the query with each record; best first.
+def _screen(query: _Prepared, records, db, keep: int) -> list:
+    """The ``keep`` records with the best coarse areal correlation (all when there are few)."""
+    if len(records) <= keep:
+        return list(records)
+    from .correlate import QueryScreen
+    from .features import dequantize
 
-    ``cache`` keeps prepared exhibits by rowid; ``pairs`` keeps comparisons
-    of two exhibits on file by their rowids, so a batch compares each pair
-    once (the comparison is symmetric; the reverse view is derived).
+    loaded = []
+    for rec in records:
+        arrays, _ = db.load(rec)
+        loaded.append((rec, dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"])))
+    shape = tuple(int(v) for v in np.max([c.shape for _, c, _ in loaded], axis=0))
+    qs = QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
+    scored = [(qs.score(c, sp)[0], rec) for rec, c, sp in loaded]
+    scored.sort(key=lambda t: (-t[0], t[1].id))
+    return [rec for _, rec in scored[:keep]]
+
+
+def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | None = None,
+            workers: int = 1) -> list[tuple[float, object, object]]:
+    """Full comparison of the query with each record; best first.
+
+    ``cache`` keeps prepared exhibits and, for exhibits on file, pair
+    comparisons: a batch compares each pair once (the comparison is
+    symmetric; the reverse view is derived).
     """
     from .correlate import compare_prepared
 
-    out = []
-    for rec in records:
+    def one(rec):
         try:
-            key = None
-            if pairs is not None and query_rowid is not None:
-                key = (min(query_rowid, rec.rowid), max(query_rowid, rec.rowid))
-                hit = pairs.get(key)
-                if hit is not None and (key[0] == query_rowid or rec.rowid in cache):
+            if query_rowid is not None:
+                hit = cache.pair(query_rowid, rec.rowid)
+                if hit is not None:
                     # the stored view has the lower rowid as A; swapping needs A's scan centre
-                    r = hit if key[0] == query_rowid else hit.swapped(cache[rec.rowid].prep.scan_centre_um)
-                    out.append((r.score, rec, r))
-                    continue
-            cand = cache.get(rec.rowid) if cache is not None else None
-            if cand is None:
-                cand = _Prepared(_load_prepared(db, rec))
-                if cache is not None:
-                    cache[rec.rowid] = cand
+                    if query_rowid < rec.rowid:
+                        return hit.score, rec, hit
+                    other = cache.prepared(db, rec)
+                    r = hit.swapped(other.prep.scan_centre_um)
+                    return r.score, rec, r
+            cand = cache.prepared(db, rec)
             r = compare_prepared(query.prep, cand.prep, pyramids=(query.pyramid, cand.pyramid))
-            if key is not None:
-                pairs[key] = r if key[0] == query_rowid else r.swapped(query.prep.scan_centre_um)
-            out.append((r.score, rec, r))
+            if query_rowid is not None:
+                cache.put_pair(query_rowid, rec.rowid,
+                               r if query_rowid < rec.rowid else r.swapped(query.prep.scan_centre_um))
+            return r.score, rec, r
         except (IbinError, ValueError) as e:
-            out.append((-math.inf, rec, f"failed: {e}"))
+            return -math.inf, rec, f"failed: {e}"
+
+    # load serially (one database handle), compare in parallel
+    for rec in records:
+        cache.prepared(db, rec)
+    if workers > 1 and len(records) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(records))) as ex:
+            out = list(ex.map(one, records))
+    else:
+        out = [one(rec) for rec in records]
     out.sort(key=lambda t: (-t[0], t[1].id))
     return out
 
@@ -362,20 +475,100 @@ def _lead(rank: int, rec, r) -> Lead:
 
 
 def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | None = None):
-    space = f"{kind}/{prep.modality}"
+    """Candidate records, best first (deleted exhibits and the query itself dropped).
+
+    Two signatures propose candidates: the anchored polar signatures,
+    compared at every rotation (:func:`ibin.features.rotation_max`), and the
+    rotation- and translation-invariant spectral descriptor, which needs no
+    anchor. The union goes to the screen.
+    """
     allowed = None
     if params.filters:
         allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
-        if exclude_rowid is not None:
-            allowed = allowed[allowed != exclude_rowid]
-    elif exclude_rowid is not None:
-        allowed = db.rowids(kind=kind, modality=prep.modality)
-        allowed = allowed[allowed != exclude_rowid]
-    k = max(params.candidates, params.top)
-    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k, allowed_rowids=allowed)
-    ids = [int(r) for r in rowids[0] if r >= 0]
+    k = max(params.candidates, params.n_verify)
+    scores: dict[int, float] = {}
+    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed):
+        if rowid != exclude_rowid:
+            scores[rowid] = s
+    k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
+    _, rowids, _ = db.search_vectors(f"{kind}/{prep.modality}", prep.descriptor[None], k_spec, allowed_rowids=allowed)
+    spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
+    polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
+    ids = polar_order + [r for r in spectral if r not in scores]
     recs = db.get_rowids(ids)
     return [recs[i] for i in ids if i in recs]
+
+
+def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
+    from .features import rotation_max
+    from .features._polar import PolarParams, from_vector
+
+    if prep.polar is None:
+        return []
+    rowids, parts, x = db.space_matrix(_polar_space(kind, prep.modality))
+    if len(rowids) == 0:
+        return []
+    keep = np.ones(len(rowids), bool) if allowed is None else np.isin(rowids, allowed)
+    best = np.full(len(rowids), -np.inf, np.float32)
+    kept = PolarParams().rings_kept
+    for anchor, C in zip(prep.anchors, prep.polar):
+        sel = keep & (parts == ANCHOR_PARTS[anchor])
+        if sel.any():
+            s, _ = rotation_max(C, from_vector(x[sel], kept))
+            best[sel] = np.maximum(best[sel], s)
+    # one score per exhibit: its best anchor
+    order = np.argsort(-best)
+    out: list[tuple[int, float]] = []
+    seen: set[int] = set()
+    for i in order:
+        if not np.isfinite(best[i]) or len(out) >= k:
+            break
+        r = int(rowids[i])
+        if r not in seen:
+            seen.add(r)
+            out.append((r, float(best[i])))
+    return out
+
+
+def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
+               *, query_rowid: int | None = None, t0: float, total: int | None = None,
+               exclude_rowid: int | None = None, user: str | None = None,
+               audit_query: dict | None = None) -> LeadList:
+    # one snapshot of the catalog for the whole list: ingests and deletions by
+    # other processes meanwhile never make it inconsistent
+    with db.snapshot():
+        t1 = time.perf_counter()
+        cands = _candidates(db, q.prep, kind, params,
+                            exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
+        t2 = time.perf_counter()
+        verified = _screen(q, cands, db, params.n_verify)
+        t3 = time.perf_counter()
+        ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
+        t4 = time.perf_counter()
+        on_file = db.count(kind=kind) if total is None else total
+    leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
+    ll = LeadList(
+        query_id=query_id, query_file=query_file, kind=kind, leads=leads,
+        database_path=str(db.path), database_exhibits=on_file,
+        timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "screen": (t3 - t2) * 1e3,
+                   "rerank": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
+    )
+    if audit_query is not None:
+        _audit_search(db, ll, params, user, audit_query)
+    return ll
+
+
+def _audit_search(db, ll: LeadList, p: SearchParams, user: str | None, query: dict) -> None:
+    """Record a search in the audit log (read-only handles cannot write, and do not)."""
+    if db.readonly:
+        return
+    db.audit(
+        "search", user=_user(user), kind=ll.kind, query=query, top=p.top, candidates=p.candidates,
+        verify=p.n_verify, filters=dict(p.filters), exhibits_on_file=ll.database_exhibits,
+        leads=[{"id": l.id, "score": round(float(l.score), 6) if math.isfinite(l.score) else None}
+               for l in ll.leads],
+    )
 
 
 def search(
@@ -390,10 +583,12 @@ def search(
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
 
-    The candidates and the re-rank read one snapshot of the database, so
-    ingests and deletions by other processes meanwhile never make the list
-    inconsistent. On a read-write database the search is recorded in the
-    audit log (query file and SHA-256, parameters, leads returned, user).
+    If the same file (same SHA-256) is already on file, that exhibit is not
+    listed as a lead of itself. The candidates and the comparisons read one
+    snapshot of the database, so ingests and deletions by other processes
+    meanwhile never make the list inconsistent. On a read-write database
+    the search is recorded in the audit log (query file and SHA-256,
+    parameters, leads returned, user).
 
     Parameters
     ----------
@@ -405,8 +600,6 @@ def search(
         Pixel size for image and ``.npy`` queries.
     query_id : str, optional
         Name of the query in the lead list (default: the file stem).
-    user : str, optional
-        Who searches, for the audit log (default: ``$IBIN_USER`` or the login name).
 
     Returns
     -------
@@ -417,36 +610,16 @@ def search(
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
     prep = prepare(scan, kind)
-    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json()) if not db.readonly else None
-    q = _Prepared(prep)
-    t1 = time.perf_counter()
-    with db.snapshot():
-        cands = _candidates(db, prep, kind, p)
-        t2 = time.perf_counter()
-        ranked = _rerank(q, cands, db)
-        t3 = time.perf_counter()
-        on_file = db.count(kind=kind)
-    leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: p.top]))
-    ll = LeadList(
-        query_id=query_id or scan.name, query_file=scan.source, kind=kind, leads=leads,
-        database_path=str(db.path), database_exhibits=on_file,
-        timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
-                   "total": (t3 - t0) * 1e3},
-    )
-    _audit_search(db, ll, p, user, {"id": ll.query_id, "file": scan.source, "sha256": scan.sha256})
-    return ll
-
-
-def _audit_search(db, ll: LeadList, p: SearchParams, user: str | None, query: dict) -> None:
-    """Record a search in the audit log (read-only handles cannot write, and do not)."""
-    if db.readonly:
-        return
-    db.audit(
-        "search", user=_user(user), kind=ll.kind, query=query, top=p.top, candidates=p.candidates,
-        filters=dict(p.filters), exhibits_on_file=ll.database_exhibits,
-        leads=[{"id": l.id, "score": round(float(l.score), 6) if math.isfinite(l.score) else None}
-               for l in ll.leads],
-    )
+    key = _cartridge_settings_key(prep.modality)
+    on_file = db.get_setting(key)
+    if on_file is not None and on_file != _cartridge_params_json():
+        raise DatabaseError(f"{db.path}: exhibits on file were prepared with other settings; they cannot be searched")
+    # a scan already on file is not its own lead
+    same = db.find_source(scan.sha256, kind) if scan.sha256 else None
+    exclude = db.get(same).rowid if same is not None else None
+    return _lead_list(db, kind, query_id or scan.name, scan.source, _Prepared(prep), p, _Cache(), t0=t0,
+                      exclude_rowid=exclude, user=user,
+                      audit_query={"id": query_id or scan.name, "file": scan.source, "sha256": scan.sha256})
 
 
 def search_exhibits(
@@ -459,8 +632,8 @@ def search_exhibits(
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
 
-    Each lead list reads one snapshot of the database and, on a
-    read-write database, is recorded in the audit log.
+    Each lead list reads one snapshot of the database and, on a read-write
+    database, is recorded in the audit log.
 
     Parameters
     ----------
@@ -480,32 +653,15 @@ def search_exhibits(
     _check_kind(kind)
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
-    cache: dict[int, _Prepared] = {}
-    pairs: dict = {}
+    cache = _Cache()
     total = db.count(kind=kind)
     for rec in recs:
         t0 = time.perf_counter()
         if rec.kind != kind:
             raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a {kind}")
-        q = cache.get(rec.rowid)
-        if q is None:
-            q = _Prepared(_load_prepared(db, rec))
-            cache[rec.rowid] = q
-        t1 = time.perf_counter()
-        with db.snapshot():
-            cands = _candidates(db, q.prep, kind, p, exclude_rowid=rec.rowid)
-            t2 = time.perf_counter()
-            ranked = _rerank(q, cands, db, cache, query_rowid=rec.rowid, pairs=pairs)
-            t3 = time.perf_counter()
-        leads = tuple(_lead(i + 1, r2, r) for i, (_, r2, r) in enumerate(ranked[: p.top]))
-        ll = LeadList(
-            query_id=rec.id, query_file=rec.source_name, kind=kind, leads=leads,
-            database_path=str(db.path), database_exhibits=total,
-            timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
-                       "total": (t3 - t0) * 1e3},
-        )
-        _audit_search(db, ll, p, user, {"exhibit": rec.id})
-        yield ll
+        q = cache.prepared(db, rec)
+        yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total,
+                         user=user, audit_query={"exhibit": rec.id})
 
 
 # ---------------------------------------------------------------- compare

@@ -517,11 +517,12 @@ def _impulse_texture(
     # whole lattice cells inside the padded grid, so every impulse lands on it
     ix = np.arange(math.ceil(x0 / lattice_um), math.floor((x0 + (shape[1] - 1.01) * pixel_um) / lattice_um))
     iy = np.arange(math.ceil(y0 / lattice_um), math.floor((y0 + (shape[0] - 1.01) * pixel_um) / lattice_um))
-    h = _lattice_hash(key, iy, ix)
-    amp = (_uniform(h, 0) - np.float32(0.5)) * np.float32(math.sqrt(12.0))
-    px = (ix[None, :] + _uniform(h, 1)) * (lattice_um / pixel_um) - x0 / pixel_um
-    py = (iy[:, None] + _uniform(h, 2)) * (lattice_um / pixel_um) - y0 / pixel_um
-    grid = _splat(py.ravel(), px.ravel(), amp.ravel(), shape)
+    from ._synth_nb import impulse_splat
+
+    grid = impulse_splat(
+        np.uint64(key % 2**64), int(iy[0]) if len(iy) else 0, len(iy), int(ix[0]) if len(ix) else 0, len(ix),
+        lattice_um / pixel_um, x0 / pixel_um, y0 / pixel_um, shape[0], shape[1],
+    )
     tf = (_shot_transfer if reuse_filter else _transfer)(shape, pixel_um, lattice_um, lengths_um, weights, bandpass)
     out = sfft.irfft2(sfft.rfft2(grid) * tf, s=shape)
     return out[m : m + rows, m : m + cols]

@@ -153,3 +153,12 @@ def test_batch_reuses_pairs_consistently(db):
     assert (lead.dx_um, lead.dy_um) == pytest.approx((direct.dx_um, direct.dy_um), abs=1e-6)
     back = next(l for l in batch["f1-s0"].leads if l.id == "f1-s1")
     assert back.rotation_deg == pytest.approx(-direct.rotation_deg, abs=1e-6)
+
+
+def test_screen_stage_keeps_the_mate(db, scans, capsys):
+    """With fewer full comparisons than candidates, the coarse screen chooses them."""
+    capsys.readouterr()
+    assert main(["search", str(db), str(scans["f1-s1"]), "--top", "2", "--verify", "2", "--format", "json"]) == 0
+    ll = json.loads(capsys.readouterr().out)
+    assert ll["leads"][0]["id"] == "f1-s0" and len(ll["leads"]) == 2
+    assert "screen" in ll["timing_ms"]

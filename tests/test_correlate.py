@@ -140,3 +140,17 @@ def test_grids_must_match(synth_cases):
 
     with pytest.raises(ValueError, match="different grids"):
         compare_prepared(a, replace(a, pixel_um=6.25))
+
+
+def test_screen_ranks_mates_and_estimates_rotation(synth_cases):
+    from ibin.correlate import Pyramid, QueryScreen
+
+    q = synth_cases[(0, 0)][0]
+    cands = {k: v[0] for k, v in synth_cases.items() if k != (0, 0)}
+    shape = tuple(np.max([Pyramid(c.surface, PX).levels[4].shape for c in cands.values()], axis=0))
+    qs = QueryScreen(Pyramid(q.surface, PX).levels[4], 4 * PX, q.spectrum, shape)
+    scores = {k: qs.score(Pyramid(c.surface, PX).levels[4], c.spectrum) for k, c in cands.items()}
+    best = max(scores, key=lambda k: scores[k][0])
+    assert best == (0, 1)
+    full = compare_prepared(q, cands[(0, 1)])
+    assert abs(((scores[best][1] - full.rotation_deg) + 180) % 360 - 180) <= 2.5  # the screen's angle grid

@@ -132,3 +132,38 @@ def test_storage_roundtrip():
 def test_params_validated():
     with pytest.raises(ValueError):
         CartridgeParams(pixel_um=25.0, short_cutoff_um=40.0)
+
+
+@pytest.mark.parametrize("theta", [0.0, 40.0, 200.0])
+def test_polar_signature_rotation_is_recovered(theta):
+    """A surface turned by theta about its grid centre: rotation_max finds -theta, with a high score."""
+    import cv2
+
+    from ibin.features import polar_signature, rotate_signature, rotation_max
+
+    scan, _ = cartridge_case(7, 1, pixel_um=12.5)
+    n = scan.shape[0] + 60  # a margin, so no part of the breech face turns out of the grid
+    v = np.full((n, n), np.nan)
+    v[30:-30, 30:-30] = scan.values
+    m = np.isfinite(v)
+    A = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), theta, 1.0)
+    r = cv2.warpAffine(np.where(m, v, 0).astype(np.float32), A, (n, n))
+    k = cv2.warpAffine(m.astype(np.float32), A, (n, n))
+    pa = prepare_cartridge(Scan(v, 12.5, 12.5))
+    pb = prepare_cartridge(Scan(np.where(k > 0.999, r, np.nan), 12.5, 12.5))
+    assert pa.anchors[0] == pb.anchors[0] == "firing_pin"
+    s, rot = rotation_max(pa.polar[0], pb.polar[0][None])
+    assert s[0] > 0.85
+    assert abs(((rot[0] + theta) + 180) % 360 - 180) <= 360 / 128  # the angle grid
+    # rotating B's signature back makes the zero rotation best
+    s0, rot0 = rotation_max(pa.polar[0], rotate_signature(pb.polar[0], -theta)[None])
+    assert abs(rot0[0]) <= 360 / 128 and s0[0] > 0.85
+
+
+def test_polar_signatures_separate_firearms(synth_cases):
+    from ibin.features import rotation_max
+
+    q = synth_cases[(0, 0)][0]
+    scores = {k: float(rotation_max(q.polar[0], v[0].polar[0][None])[0][0]) for k, v in synth_cases.items() if k != (0, 0)}
+    assert max(scores, key=scores.get) == (0, 1)
+    assert scores[(0, 1)] > max(s for k, s in scores.items() if k[0] != 0) + 0.05

@@ -22,8 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="search with every exhibit on file")
     p.add_argument("--kind", default="cartridge", choices=["cartridge"])
     p.add_argument("--top", type=int, default=10, metavar="N", help="leads per list (default 10)")
-    p.add_argument("--candidates", type=int, default=100, metavar="K",
-                   help="exhibits the index hands to the full correlation (default 100)")
+    p.add_argument("--candidates", type=int, default=300, metavar="K",
+                   help="exhibits the index hands to the coarse screen (default 300)")
+    p.add_argument("--verify", type=int, default=20, metavar="V",
+                   help="exhibits that get the full comparison with congruent matching cells (default 20, at least --top)")
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     modes = sum([args.file is not None, bool(args.ids), args.all])
     if modes != 1:
         raise ValueError("give exactly one of FILE, --id ID or --all")
-    params = SearchParams(top=args.top, candidates=args.candidates, filters=parse_pairs(args.filter, "--filter"))
+    params = SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
+                          filters=parse_pairs(args.filter, "--filter"))
     db = open_database(args.db)
     try:
         if args.file is not None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from scipy import fft
 
+from ..features._filters import block_mean
 from ._ncc import FixedSpectra, fft_shape, masked_ncc, rotate_stack, shift_window
 
 __all__ = ["Pyramid", "Registration", "RegistrationParams", "register", "pearson_at"]
@@ -100,16 +101,7 @@ class Pyramid:
 
 
 def _downsample(v: np.ndarray, f: int) -> np.ndarray:
-    h, w = v.shape
-    m = np.isfinite(v)
-    s = np.where(m, v, 0.0).reshape(h // f, f, w // f, f).sum(axis=(1, 3))
-    c = m.reshape(h // f, f, w // f, f).sum(axis=(1, 3))
-    out = np.full(s.shape, np.nan, np.float32)
-    ok = c >= (f * f) / 2.0
-    out[ok] = s[ok] / c[ok]
-    # keep unit RMS on every level so correlations compare across levels
-    rms = np.sqrt(np.nanmean(out**2)) if ok.any() else 1.0
-    return (out / (rms or 1.0)).astype(np.float32)
+    return block_mean(v, f)
 
 
 def _best_shifts(c: np.ndarray, win: np.ndarray, sy: np.ndarray, sx: np.ndarray):

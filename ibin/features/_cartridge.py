@@ -13,7 +13,9 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
 6. Gaussian band-pass between ``short_cutoff_um`` and ``long_cutoff_um``
    (ISO 16610-21, NaN-aware), edges eroded by ``edge_erosion_um``;
 7. crop to the region and scale to unit RMS;
-8. signatures: polar power spectrum and rotation-invariant descriptor.
+8. signatures: polar power spectrum and its rotation-invariant descriptor;
+   anchored polar signatures around the firing-pin aperture and the primer
+   centre.
 
 Already-processed scans (NaN outside the breech face, levelled and
 band-passed like the CSAFE Fadul files) pass through the same stages: the
@@ -32,15 +34,16 @@ from scipy import ndimage
 
 from ..errors import ScanError
 from ..scan import Scan
-from ._filters import gaussian_bandpass, gaussian_lowpass, resample, robust_std
+from ._filters import block_mean, gaussian_bandpass, resample, robust_std
 from ._roi import Circle, find_breech_face
+from ._polar import PolarParams, anchors_of, from_vector, polar_signature, to_vector
 from ._spectrum import polar_spectrum, spectrum_descriptor
 
-__all__ = ["CartridgeParams", "PreparedCartridge", "prepare_cartridge", "FEATURES_VERSION"]
+__all__ = ["CartridgeParams", "PreparedCartridge", "prepare_cartridge", "FEATURES_VERSION", "quantize", "dequantize"]
 
 #: Version of the prepared-array layout and of the preparation method; stored
 #: with every database so that exhibits prepared differently are never mixed.
-FEATURES_VERSION = "cartridge-1"
+FEATURES_VERSION = "cartridge-3"
 
 _Q_SCALE = 25.0  # int8 storage: unit-RMS values * 25, clipped to +-127 (5.08 sigma)
 _Q_MISSING = -128
@@ -128,6 +131,15 @@ class PreparedCartridge:
     modality : {"height", "intensity"}
     spectrum : ndarray (rings, orientations), float32
         Polar log power spectrum (rotation hypotheses).
+    coarse : ndarray, float32
+        ``surface`` on a 4x coarser grid (4 x 4 block means, unit RMS), for
+        the screening stage of a search.
+    polar : ndarray (anchors, rings, harmonics), complex64
+        Anchored polar signatures (:func:`ibin.features.polar_signature`),
+        one per anchor in ``anchors``.
+    anchors : tuple of str
+        The anchor of each polar signature: ``"firing_pin"``, ``"primer"``
+        or ``"centroid"``.
     descriptor : ndarray (d,), float32
         L2-normalised rotation-invariant index descriptor.
     primer, firing_pin : Circle or None
@@ -148,6 +160,9 @@ class PreparedCartridge:
     modality: str
     spectrum: np.ndarray
     descriptor: np.ndarray
+    coarse: np.ndarray | None = None
+    polar: np.ndarray | None = None
+    anchors: tuple[str, ...] = ()
     primer: Circle | None = None
     firing_pin: Circle | None = None
     origin_um: tuple[float, float] = (0.0, 0.0)
@@ -171,15 +186,18 @@ class PreparedCartridge:
         correlations that matter.
         """
         s = self.surface
-        q = np.clip(np.rint(np.nan_to_num(s, nan=0.0) * _Q_SCALE), -127, 127).astype(np.int8)
-        q[~np.isfinite(s)] = _Q_MISSING
-        arrays = {"surface_q": q, "spectrum": self.spectrum.astype(np.float32), "descriptor": self.descriptor}
+        q = quantize(s)
+        arrays = {"surface_q": q, "spectrum": self.spectrum.astype(np.float32), "descriptor": self.descriptor,
+                  "coarse_q": quantize(self.coarse if self.coarse is not None else block_mean(s, 4))}
+        if self.polar is not None:
+            arrays["polar"] = to_vector(self.polar)
         attrs = {
             "pixel_um": self.pixel_um,
             "rms": self.rms,
             "modality": self.modality,
             "primer": None if self.primer is None else asdict(self.primer),
             "firing_pin": None if self.firing_pin is None else asdict(self.firing_pin),
+            "anchors": list(self.anchors),
             "origin_um": [float(self.origin_um[0]), float(self.origin_um[1])],
             "scan_size_um": [float(self.scan_size_um[0]), float(self.scan_size_um[1])],
             "notes": list(self.notes),
@@ -189,9 +207,7 @@ class PreparedCartridge:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], attrs: dict) -> "PreparedCartridge":
-        q = np.asarray(arrays["surface_q"])
-        s = q.astype(np.float32) / _Q_SCALE
-        s[q == _Q_MISSING] = np.nan
+        s = dequantize(arrays["surface_q"])
         circ = lambda d: None if d is None else Circle(**d)  # noqa: E731
         return cls(
             surface=s,
@@ -200,12 +216,31 @@ class PreparedCartridge:
             modality=str(attrs["modality"]),
             spectrum=np.asarray(arrays["spectrum"], dtype=np.float32),
             descriptor=np.asarray(arrays["descriptor"], dtype=np.float32),
+            coarse=dequantize(arrays["coarse_q"]) if "coarse_q" in arrays else None,
+            polar=from_vector(arrays["polar"], PolarParams().rings_kept) if "polar" in arrays else None,
+            anchors=tuple(attrs.get("anchors", ())),
             primer=circ(attrs.get("primer")),
             firing_pin=circ(attrs.get("firing_pin")),
             origin_um=tuple(float(v) for v in attrs.get("origin_um", (0.0, 0.0))),
             scan_size_um=tuple(float(v) for v in attrs.get("scan_size_um", (0.0, 0.0))),
             notes=tuple(attrs.get("notes", ())),
         )
+
+
+def quantize(values: np.ndarray) -> np.ndarray:
+    """Unit-RMS values as int8 (times 25, clipped to +-127; -128 = missing)."""
+    v = np.asarray(values, dtype=np.float32)
+    q = np.clip(np.rint(np.nan_to_num(v, nan=0.0) * _Q_SCALE), -127, 127).astype(np.int8)
+    q[~np.isfinite(v)] = _Q_MISSING
+    return q
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`quantize` (float32, NaN = missing)."""
+    q = np.asarray(q)
+    s = q.astype(np.float32) / _Q_SCALE
+    s[q == _Q_MISSING] = np.nan
+    return s
 
 
 def _local_mean3(v: np.ndarray) -> np.ndarray:
@@ -320,6 +355,9 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
         n_rings=p.spectrum_rings, n_orientations=p.spectrum_orientations,
     )
     desc = spectrum_descriptor(spec, harmonics=p.spectrum_harmonics)
+    primer, firing_pin = shift(roi.primer), shift(roi.firing_pin)
+    anchors = anchors_of(np.isfinite(surface), p.pixel_um, firing_pin, primer)
+    polar = np.stack([polar_signature(surface, p.pixel_um, (x, y)) for _, x, y in anchors])
     return PreparedCartridge(
         surface=surface,
         pixel_um=p.pixel_um,
@@ -327,8 +365,11 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
         modality=scan.modality,
         spectrum=spec,
         descriptor=desc,
-        primer=shift(roi.primer),
-        firing_pin=shift(roi.firing_pin),
+        coarse=block_mean(surface, 4),
+        polar=polar,
+        anchors=tuple(name for name, _, _ in anchors),
+        primer=primer,
+        firing_pin=firing_pin,
         origin_um=(float(c0 * p.pixel_um), float(r0 * p.pixel_um)),
         scan_size_um=(float(scan.shape[1] * scan.pixel_x_um), float(scan.shape[0] * scan.pixel_y_um)),
         notes=tuple(notes),

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 __all__ = [
+    "block_mean",
     "gaussian_sigma_px",
     "gaussian_lowpass",
     "gaussian_bandpass",
@@ -207,3 +208,28 @@ def resample(values: np.ndarray, pixel_in_um: tuple[float, float] | float, pixel
     ok = w >= (min_coverage if down else 0.999)
     out[ok] = s[ok] / w[ok]
     return out
+
+
+def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor`` x ``factor`` block, scaled to unit RMS (float32).
+
+    The grid is padded with NaN to a multiple of ``factor``; a block with
+    fewer than half of its points measured is missing. Used for the coarse
+    grids of the registration pyramid and of the screening stage, which
+    compare correlations, so each grid is scaled to unit RMS.
+    """
+    v = np.asarray(values, dtype=np.float32)
+    h, w = v.shape
+    H, W = -(-h // factor) * factor, -(-w // factor) * factor
+    if (H, W) != (h, w):
+        pad = np.full((H, W), np.nan, np.float32)
+        pad[:h, :w] = v
+        v = pad
+    m = np.isfinite(v)
+    s = np.where(m, v, 0.0).reshape(H // factor, factor, W // factor, factor).sum(axis=(1, 3))
+    c = m.reshape(H // factor, factor, W // factor, factor).sum(axis=(1, 3))
+    out = np.full(s.shape, np.nan, np.float32)
+    ok = c >= (factor * factor) / 2.0
+    out[ok] = s[ok] / c[ok]
+    rms = float(np.sqrt(np.nanmean(out**2))) if ok.any() else 1.0
+    return (out / (rms or 1.0)).astype(np.float32)

@@ -109,6 +109,7 @@ class NewExhibit:
     vectors: Mapping[str, np.ndarray]  # space -> (n_parts, dim) float32
     metadata: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
+    vector_parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # space -> part number of each row
 
 
 @dataclass(frozen=True)
@@ -528,13 +529,16 @@ class Database:
         ).fetchone()
         return None if row is None else row[0]
 
-    def add(self, ex: NewExhibit) -> tuple[str, bool]:
+    def add(self, ex: NewExhibit, *, durable: bool = True) -> tuple[str, bool]:
         """Put an exhibit on file: feature record, catalog row, metadata, vectors and audit entry.
 
-        The feature record is appended and fsynced first; the catalog rows
-        and the ``ingest`` audit entry then commit in one transaction. A
-        crash before that commit leaves only unreferenced bytes in the
-        feature store; after it, the whole exhibit is on file.
+        The feature record is appended (and, with ``durable``, fsynced) first;
+        the catalog rows and the ``ingest`` audit entry then commit in one
+        transaction. A crash before that commit leaves only unreferenced
+        bytes in the feature store; after it, the whole exhibit is on file.
+        Without ``durable`` (for bulk loads that can be repeated) a power
+        cut, though not a crash of the process, may lose the record of an
+        exhibit whose row committed: ``ibin check`` would report it.
 
         Returns ``(id, added)``: ``added`` is False when the same source file
         (same SHA-256, same kind) is already on file, whose id is returned.
@@ -556,6 +560,7 @@ class Database:
             raise DatabaseError(f"source SHA-256 must be 64 lower-case hex digits, got {ex.source_sha256!r}")
         validate_metadata(ex.metadata)
         vectors = _check_vectors(ex.vectors)
+        parts = _check_parts(ex.vector_parts, vectors)
         record = encode_record(dict(ex.arrays), dict(ex.attrs))
         with self.write() as cur:
             row = cur.execute(
@@ -573,7 +578,7 @@ class Database:
                     raise DatabaseError(
                         f"descriptor space {space!r} holds {have}-value vectors; got {v.shape[1]} values")
             rowid = self._next_rowid(cur)
-            ref = self.store.append(record)
+            ref = self.store.append(record, fsync=durable)
             at = _now()
             cur.execute(
                 "INSERT INTO exhibits (rowid, id, kind, modality, source_name, source_sha256, ingested_at,"
@@ -588,11 +593,12 @@ class Database:
             for space, v in vectors.items():
                 cur.executemany(
                     "INSERT INTO vectors (id, exhibit, space, part, vec) VALUES (?,?,?,?,?)",
-                    [((rowid << _VECTOR_PART_BITS) | i, rowid, space, i, v[i].tobytes()) for i in range(len(v))],
+                    [((rowid << _VECTOR_PART_BITS) | p, rowid, space, p, v[i].tobytes())
+                     for i, p in enumerate(parts[space])],
                 )
             rec = ExhibitRecord(rowid, ex.id, ex.kind, ex.modality, ex.source_name, ex.source_sha256, at, ref,
                                 dict(ex.metadata))
-            _audit.append(cur, "ingest", ex.user, self._ingest_details(rec, _digests(vectors)))
+            _audit.append(cur, "ingest", ex.user, self._ingest_details(rec, _digests(vectors, parts)))
             point("catalog.rows")
         return ex.id, True
 
@@ -916,6 +922,18 @@ class Database:
         live = self._all_vector_ids(space)
         return live[np.isin(live, candidates)]
 
+    def space_matrix(self, space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All vectors of an exact space: ``(exhibit rowids, parts, vectors)`` (vectors not copied).
+
+        May include exhibits deleted by another process since the index was
+        loaded; callers drop rowids the catalog no longer has.
+        """
+        idx = self.index(space)
+        if idx is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        ids, x = idx.matrix()
+        return ids >> _VECTOR_PART_BITS, ids & ((1 << _VECTOR_PART_BITS) - 1), x
+
     def vectors_of(self, rowid: int, space: str) -> np.ndarray:
         rows = self._conn.execute(
             "SELECT vec FROM vectors WHERE exhibit = ? AND space = ? ORDER BY part", (int(rowid), space)
@@ -1032,10 +1050,25 @@ def _check_vectors(vectors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _digests(vectors: Mapping[str, np.ndarray]) -> dict:
-    return {space: {"parts": int(len(v)), "dim": int(v.shape[1]),
-                    "sha256": hashlib.sha256(b"".join(v[i].tobytes() for i in range(len(v)))).hexdigest()}
-            for space, v in sorted(vectors.items())}
+def _check_parts(vector_parts: Mapping[str, Iterable[int]], vectors: Mapping[str, np.ndarray]) -> dict[str, tuple]:
+    """The part number of each vector row (default 0, 1, 2...), checked: distinct, in [0, 256)."""
+    out = {}
+    for space, v in vectors.items():
+        parts = tuple(int(p) for p in vector_parts.get(space, range(len(v))))
+        if len(parts) != len(v) or len(set(parts)) != len(parts) or not all(
+                0 <= p < (1 << _VECTOR_PART_BITS) for p in parts):
+            raise DatabaseError(f"bad vector parts for space {space!r}: {parts}; one distinct part in "
+                                f"0..{(1 << _VECTOR_PART_BITS) - 1} per vector")
+        out[space] = parts
+    unknown = set(vector_parts) - set(vectors)
+    if unknown:
+        raise DatabaseError(f"vector parts given for spaces without vectors: {sorted(unknown)}")
+    return out
+
+
+def _digests(vectors: Mapping[str, np.ndarray], parts: Mapping[str, tuple]) -> dict:
+    return vector_digests((space, p, v[i].tobytes()) for space, v in vectors.items()
+                          for i, p in enumerate(parts[space]))
 
 
 def vector_digests(rows: Iterable[tuple[str, int, bytes]]) -> dict:

@@ -101,6 +101,21 @@ class VectorIndex:
         D = np.where(I < 0, -np.inf, D).astype(np.float32)
         return D, I.astype(np.int64)
 
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of an exact (Flat) index, without copying the vectors.
+
+        For descriptor comparisons that are not plain inner products (e.g.
+        a maximum over rotations), computed outside FAISS.
+        """
+        faiss = _faiss()
+        base = faiss.downcast_index(self.index.index)
+        if not isinstance(base, faiss.IndexFlat):
+            raise TypeError(f"matrix() needs a Flat index, this one is {self.factory!r}")
+        n, d = base.ntotal, base.d
+        x = faiss.rev_swig_ptr(base.get_xb(), n * d).reshape(n, d) if n else np.empty((0, d), np.float32)
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return ids, x
+
     def remove(self, ids: np.ndarray) -> None:
         faiss = _faiss()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
