@@ -198,17 +198,23 @@ def ingest(
     pixel_um: float | None = None,
     user: str | None = None,
     progress: Callable[[int, int, IngestResult], None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> IngestReport:
     """Put scans on file, one exhibit per scan.
 
     Each file is read, validated and prepared before anything is written; a
     file that fails is reported and skipped, and nothing already on file
-    changes. A file already on file (same SHA-256) is not added again.
+    changes. A file already on file (same SHA-256) is not added again. Each
+    exhibit goes in atomically (feature record, catalog row, vectors and an
+    ``ingest`` audit entry) and is on file once its result is reported.
 
     Parameters
     ----------
-    db : Database
-        An open database (``ibin.open_database(path, create=True)``).
+    db : Database or path
+        An open database, or the path of one. A path is opened (and the
+        database created if missing) only when the first scan is ready to go
+        in, so a batch whose every file is refused leaves the path exactly
+        as it was; the database is closed on return.
     sources : sequence of path or Scan
         Scan files (or scans in memory, which need a ``sha256`` or get one
         computed from their values).
@@ -221,57 +227,107 @@ def ingest(
         Exhibit ids, one per source (per bullet); default: the file stem
         (for a bullet, the part of its land files' stems they share).
     metadata : mapping of str to str, optional
-        Metadata for every exhibit of the batch (caliber, case number...).
+        Metadata for every exhibit of the batch (caliber, case number...);
+        checked before any file is read.
     pixel_um : float, optional
         Pixel size for images and ``.npy`` files.
     user : str, optional
         Who ingests (default: ``$IBIN_USER`` or the login name).
     progress : callable, optional
         Called as ``progress(done, total, result)`` after each source.
+    on_wait : callable, optional
+        Called as ``on_wait(seconds)`` when a write has waited long for
+        another process (see :attr:`ibin.index.Database.on_wait`).
 
     Returns
     -------
     IngestReport
+
+    Raises
+    ------
+    DatabaseError
+        If the metadata or ids are not valid text, or the database path
+        cannot be used; nothing is written then.
     """
+    from .index import Database, check_text, validate_metadata
+
     _check_kind(kind)
     if kind == "bullet":
         sources = _bullet_batch(sources)
     if ids is not None and len(ids) != len(sources):
         raise ValueError(f"{len(ids)} ids given for {len(sources)} sources")
-    md = {str(k): v for k, v in (metadata or {}).items()}
-    for k, v in md.items():
-        if not isinstance(v, str):
-            raise DatabaseError(f"metadata value of {k!r} must be text, got {type(v).__name__}")
-    who = _user(user)
+    md = validate_metadata(metadata or {})
+    for i in ids or ():
+        check_text("exhibit id", i)
+    who = check_text("user name", _user(user))
+    owned = not isinstance(db, Database)
+    path = db if owned else None
+    handle = None if owned else db
+    if owned:
+        Database.probe(path, create=True)  # refuse an unusable path before reading any file
+
+    def writable():
+        """The database, opened (or created) when the first exhibit is ready to go in."""
+        nonlocal handle
+        if handle is None:
+            try:
+                handle = Database.open(path, create=True)
+            except DatabaseError as e:
+                raise _Abort(e) from None
+        if on_wait is not None:
+            handle.on_wait = on_wait
+        return handle
+
     if kind == "bullet":
-        return _ingest_bullets(db, sources, ids=ids, metadata=md, pixel_um=pixel_um, user=who, progress=progress)
+        try:
+            return _ingest_bullets(lambda: handle, writable, sources, ids=ids, metadata=md, pixel_um=pixel_um,
+                                   user=who, progress=progress)
+        except _Abort as a:
+            raise a.error from None
+        finally:
+            if owned and handle is not None:
+                handle.close()
     report = IngestReport()
     total = len(sources)
-    for i, src in enumerate(sources):
-        name = src.source if isinstance(src, Scan) else os.fspath(src)
-        try:
-            scan = _as_scan(src, pixel_um)
-            sha = scan.sha256 or _values_sha(scan)
-            ex_id = ids[i] if ids is not None else (Path(scan.source).stem if scan.source else f"scan-{sha[:12]}")
-            existing = db.find_source(sha, kind)
-            if existing is not None:
-                res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
-            else:
-                prep = prepare(scan, kind)
-                got, added = add_prepared(
-                    db, prep, id=ex_id, kind=kind,
-                    source_name=Path(scan.source).name if scan.source else ex_id, sha256=sha,
-                    metadata=md, user=who, source_info=dict(scan.info),
-                    source_pixel_um=(scan.pixel_x_um, scan.pixel_y_um),
-                )
-                res = IngestResult(str(name), got, "added" if added else "duplicate",
-                                   "" if added else f"already on file as {got}")
-        except (IbinError, ValueError) as e:
-            res = IngestResult(str(name), None, "failed", str(e))
-        report.results.append(res)
-        if progress is not None:
-            progress(i + 1, total, res)
+    try:
+        for i, src in enumerate(sources):
+            name = src.source if isinstance(src, Scan) else os.fspath(src)
+            try:
+                scan = _as_scan(src, pixel_um)
+                sha = scan.sha256 or _values_sha(scan)
+                ex_id = ids[i] if ids is not None else (Path(scan.source).stem if scan.source else f"scan-{sha[:12]}")
+                existing = handle.find_source(sha, kind) if handle is not None else None
+                if existing is not None:
+                    res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
+                else:
+                    prep = prepare(scan, kind)
+                    got, added = add_prepared(
+                        writable(), prep, id=ex_id, kind=kind,
+                        source_name=Path(scan.source).name if scan.source else ex_id, sha256=sha,
+                        metadata=md, user=who, source_info=dict(scan.info),
+                        source_pixel_um=(scan.pixel_x_um, scan.pixel_y_um),
+                    )
+                    res = IngestResult(str(name), got, "added" if added else "duplicate",
+                                       "" if added else f"already on file as {got}")
+            except (IbinError, ValueError) as e:
+                res = IngestResult(str(name), None, "failed", str(e))
+            report.results.append(res)
+            if progress is not None:
+                progress(i + 1, total, res)
+    except _Abort as a:  # the database cannot be opened: a problem of the batch, not of one file
+        raise a.error from None
+    finally:
+        if owned and handle is not None:
+            handle.close()
     return report
+
+
+class _Abort(Exception):
+    """Carries an error that stops a whole batch through the per-file handler."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 #: Vector part number of each anchor of the polar signatures (only like anchors are
@@ -512,20 +568,41 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
 
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
                *, query_rowid: int | None = None, t0: float, total: int | None = None,
-               exclude_rowid: int | None = None) -> LeadList:
-    t1 = time.perf_counter()
-    cands = _candidates(db, q.prep, kind, params, exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
-    t2 = time.perf_counter()
-    verified = _screen(q, cands, db, params.n_verify)
-    t3 = time.perf_counter()
-    ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
-    t4 = time.perf_counter()
+               exclude_rowid: int | None = None, user: str | None = None,
+               audit_query: dict | None = None) -> LeadList:
+    # one snapshot of the catalog for the whole list: ingests and deletions by
+    # other processes meanwhile never make it inconsistent
+    with db.snapshot():
+        t1 = time.perf_counter()
+        cands = _candidates(db, q.prep, kind, params,
+                            exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
+        t2 = time.perf_counter()
+        verified = _screen(q, cands, db, params.n_verify)
+        t3 = time.perf_counter()
+        ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
+        t4 = time.perf_counter()
+        on_file = db.count(kind=kind) if total is None else total
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
-    return LeadList(
+    ll = LeadList(
         query_id=query_id, query_file=query_file, kind=kind, leads=leads,
-        database_path=str(db.path), database_exhibits=db.count(kind=kind) if total is None else total,
+        database_path=str(db.path), database_exhibits=on_file,
         timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "screen": (t3 - t2) * 1e3,
                    "rerank": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
+    )
+    if audit_query is not None:
+        _audit_search(db, ll, params, user, audit_query)
+    return ll
+
+
+def _audit_search(db, ll: LeadList, p: SearchParams, user: str | None, query: dict) -> None:
+    """Record a search in the audit log (read-only handles cannot write, and do not)."""
+    if db.readonly:
+        return
+    db.audit(
+        "search", user=_user(user), kind=ll.kind, query=query, top=p.top, candidates=p.candidates,
+        verify=p.n_verify, filters=dict(p.filters), exhibits_on_file=ll.database_exhibits,
+        leads=[{"id": l.id, "score": round(float(l.score), 6) if math.isfinite(l.score) else None}
+               for l in ll.leads],
     )
 
 
@@ -537,11 +614,16 @@ def search(
     params: SearchParams | None = None,
     pixel_um: float | None = None,
     query_id: str | None = None,
+    user: str | None = None,
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
 
     If the same file (same SHA-256) is already on file, that exhibit is not
-    listed as a lead of itself.
+    listed as a lead of itself. The candidates and the comparisons read one
+    snapshot of the database, so ingests and deletions by other processes
+    meanwhile never make the list inconsistent. On a read-write database
+    the search is recorded in the audit log (query file and SHA-256,
+    parameters, leads returned, user).
 
     Parameters
     ----------
@@ -563,7 +645,7 @@ def search(
     """
     _check_kind(kind)
     if kind == "bullet":
-        return _search_bullet(db, query, params=params, pixel_um=pixel_um, query_id=query_id)
+        return _search_bullet(db, query, params=params, pixel_um=pixel_um, query_id=query_id, user=user)
     p = params or SearchParams()
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
@@ -576,7 +658,8 @@ def search(
     same = db.find_source(scan.sha256, kind) if scan.sha256 else None
     exclude = db.get(same).rowid if same is not None else None
     return _lead_list(db, kind, query_id or scan.name, scan.source, _Prepared(prep), p, _Cache(), t0=t0,
-                      exclude_rowid=exclude)
+                      exclude_rowid=exclude, user=user,
+                      audit_query={"id": query_id or scan.name, "file": scan.source, "sha256": scan.sha256})
 
 
 def search_exhibits(
@@ -585,8 +668,12 @@ def search_exhibits(
     *,
     kind: str = "cartridge",
     params: SearchParams | None = None,
+    user: str | None = None,
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
+
+    Each lead list reads one snapshot of the database and, on a read-write
+    database, is recorded in the audit log.
 
     Parameters
     ----------
@@ -595,6 +682,8 @@ def search_exhibits(
         Exhibits to use as queries; all of ``kind`` when None.
     kind : str
     params : SearchParams, optional
+    user : str, optional
+        Who searches, for the audit log.
 
     Yields
     ------
@@ -603,7 +692,7 @@ def search_exhibits(
     """
     _check_kind(kind)
     if kind == "bullet":
-        yield from _search_bullet_exhibits(db, ids, params=params)
+        yield from _search_bullet_exhibits(db, ids, params=params, user=user)
         return
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
@@ -614,7 +703,8 @@ def search_exhibits(
         if rec.kind != kind:
             raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a {kind}")
         q = cache.prepared(db, rec)
-        yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total)
+        yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total,
+                         user=user, audit_query={"exhibit": rec.id})
 
 
 # ---------------------------------------------------------------- compare
@@ -739,7 +829,8 @@ def _bullet_default_id(lands: Sequence) -> str:
     return prefix.strip("-_ .") or stems[0]
 
 
-def _ingest_bullets(db, bullets: list[list], *, ids, metadata, pixel_um, user, progress) -> IngestReport:
+def _ingest_bullets(current, writable, bullets: list[list], *, ids, metadata, pixel_um, user, progress) -> IngestReport:
+    """Ingest bullets; ``current()`` is the open database or None, ``writable()`` opens it for the first write."""
     from .features import bullet_sha256
     from .index import NewExhibit
 
@@ -752,13 +843,14 @@ def _ingest_bullets(db, bullets: list[list], *, ids, metadata, pixel_um, user, p
             scans = _load_lands(lands, pixel_um)
             sha = bullet_sha256([None if s is None else (s.sha256 or _values_sha(s)) for s in scans])
             ex_id = ids[i] if ids is not None else (_bullet_default_id(lands) or f"bullet-{sha[:12]}")
-            existing = db.find_source(sha, "bullet")
+            existing = current().find_source(sha, "bullet") if current() is not None else None
             if existing is not None:
                 res = IngestResult(name, existing, "duplicate", f"already on file as {existing}")
             else:
                 from .features import prepare_bullet
 
                 prep = prepare_bullet(scans)
+                db = writable()
                 db.ensure_setting(_bullet_settings_key(), params_json)
                 arrays, attrs = prep.to_arrays()
                 attrs = dict(attrs, land_files=[None if s is None else Path(s.source).name if s.source else None
@@ -882,7 +974,8 @@ def _bullet_leadlist(db, q: _BulletEntry, query_id: str, query_file, recs, p: Se
     )
 
 
-def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | None, query_id: str | None) -> LeadList:
+def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | None, query_id: str | None,
+                   user: str | None = None) -> LeadList:
     p = params or SearchParams()
     t0 = time.perf_counter()
     lands = _bullet_lands(query)
@@ -892,14 +985,18 @@ def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | 
     elif db.get_setting(_bullet_settings_key()) not in (None, _bullet_params_json()):
         raise DatabaseError(f"{db.path}: its bullets were prepared with different settings; they cannot be compared")
     q = _BulletEntry(prep)
-    t1 = time.perf_counter()
-    recs = _bullet_candidates(db, q, p)
     names = [_land_name(l) for l in lands]
     qid = query_id or _bullet_default_id(lands) or "bullet"
-    return _bullet_leadlist(db, q, qid, ", ".join(names), recs, p, t0, t1)
+    with db.snapshot():
+        t1 = time.perf_counter()
+        recs = _bullet_candidates(db, q, p)
+        ll = _bullet_leadlist(db, q, qid, ", ".join(names), recs, p, t0, t1)
+    _audit_search(db, ll, p, user, {"id": qid, "files": names})
+    return ll
 
 
-def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchParams | None) -> Iterator[LeadList]:
+def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchParams | None,
+                            user: str | None = None) -> Iterator[LeadList]:
     p = params or SearchParams()
     recs = db.list(kind="bullet") if ids is None else [db.get(i) for i in ids]
     cache: dict[int, _BulletEntry] = {}
@@ -911,9 +1008,12 @@ def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchPara
         if q is None:
             q = _load_bullet(db, rec)
             cache[rec.rowid] = q
-        t1 = time.perf_counter()
-        cands = _bullet_candidates(db, q, p, exclude_rowid=rec.rowid)
-        yield _bullet_leadlist(db, q, rec.id, rec.source_name, cands, p, t0, t1, cache)
+        with db.snapshot():
+            t1 = time.perf_counter()
+            cands = _bullet_candidates(db, q, p, exclude_rowid=rec.rowid)
+            ll = _bullet_leadlist(db, q, rec.id, rec.source_name, cands, p, t0, t1, cache)
+        _audit_search(db, ll, p, user, {"exhibit": rec.id})
+        yield ll
 
 
 def _compare_bullets(a, b, pixel_um: float | None):

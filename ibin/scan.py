@@ -41,6 +41,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_FILE_BYTES",
     "MAX_GRID_POINTS",
+    "MAX_X3P_UNPACKED_BYTES",
+    "MAX_ZIP_RATIO",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,27 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MAX_FILE_BYTES = 2 * 1024**3
 #: Largest grid accepted (points); 20k x 20k covers a whole cartridge head at 0.3 µm/px.
 MAX_GRID_POINTS = 400_000_000
+
+#: Most bytes an X3P archive may unpack to (all members, as declared in the zip
+#: directory): a full-size grid of float64 heights plus validity, mask and XML.
+MAX_X3P_UNPACKED_BYTES = MAX_GRID_POINTS * 8 + 256 * 1024**2
+#: Largest ``main.xml`` accepted (declared size). XML-embedded data of a
+#: 2000 x 2000 grid takes about 100 MB; binary data is the norm above that.
+MAX_MAIN_XML_BYTES = 128 * 1024**2
+#: Most members an X3P archive may hold (the standard needs four or five).
+MAX_X3P_MEMBERS = 256
+#: Highest compression ratio accepted for a member over 1 MiB. Real height
+#: data deflates 1.4-4 times (Fadul, Hamby, synthetic scans); masked scans
+#: with 99 % missing points about 100 times. A ratio near deflate's limit
+#: (1032) is a zip bomb: refused before a byte is unpacked.
+MAX_ZIP_RATIO = 250.0
+#: Largest image accepted, in pixels (checked from the file header before decoding).
+MAX_IMAGE_PIXELS = 200_000_000
+# Lateral increments and heights outside these spans are in no unit ibin
+# knows (stated in metres: 0.1 nm to 1 mm per point; heights over 10 cm).
+_MIN_INCREMENT_M = 1e-10
+_MAX_INCREMENT_UM = 1e3
+_MAX_HEIGHT_SPAN_UM = 1e5
 
 # An x3p lateral increment of 1 mm or more per point is not a toolmark
 # measurement in metres: such files (written by x3ptools after
@@ -273,6 +296,7 @@ def read_x3p(path: str | os.PathLike, *, length_unit: LengthUnit = "auto", _data
     if length_unit not in ("auto", "m", "um"):
         raise ValueError(f"length_unit must be 'auto', 'm' or 'um', got {length_unit!r}")
     members = _x3p_members(p, data)
+    _x3p_declared_grid(p, data)
     try:
         x3p = x3pio.X3pFile.loads(data)
     except x3pio.X3pChecksumError as e:
@@ -284,6 +308,11 @@ def read_x3p(path: str | os.PathLike, *, length_unit: LengthUnit = "auto", _data
             raise ScanError(p, f"is not a readable X3P file: {e}") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, IndexError) as e:
         raise ScanError(p, f"is not a readable X3P file: {type(e).__name__}: {e}") from None
+    except MemoryError:
+        raise ScanError(p, "is too large to read into memory") from None
+    except Exception as e:  # noqa: BLE001 - hostile files must end in a ScanError, never a crash
+        log.debug("x3pio failed on %s", p, exc_info=True)
+        raise ScanError(p, f"is not a readable X3P file ({type(e).__name__}: {e})") from None
     kind = type(x3p).__name__
     if kind != "Surface":
         raise ScanError(
@@ -310,6 +339,7 @@ def read_x3p(path: str | os.PathLike, *, length_unit: LengthUnit = "auto", _data
     # x3pio applies the z increment; a z increment other than 1 is reported for the record.
     unit = _x3p_length_unit(p, inc_x, inc_y, length_unit)
     scale = 1e6 if unit == "m" else 1.0
+    _check_height_span(p, z, scale, unit)
     info: dict[str, str] = {"format": "x3p", "length_unit": unit}
     if z_inc not in (None, 1, 1.0):
         info["z_increment"] = repr(z_inc)
@@ -331,12 +361,46 @@ def read_x3p(path: str | os.PathLike, *, length_unit: LengthUnit = "auto", _data
 
 
 def _x3p_members(p: Path, data: bytes) -> dict[str, zipfile.ZipInfo]:
-    """Names of the archive's members relative to the folder holding main.xml."""
+    """Names of the archive's members relative to the folder holding main.xml.
+
+    The zip directory is checked before anything is unpacked: member count,
+    declared sizes (each, total, ``main.xml``), compression ratio (zip
+    bombs), encryption, and members that lie past the end of the file.
+    Python's zip reader never unpacks more than a member declares, so these
+    checks bound the memory and time any archive can take.
+    """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, NotImplementedError) as e:
         raise ScanError(p, f"is not a readable X3P file: the zip archive is damaged ({e})") from None
+    if len(infos) > MAX_X3P_MEMBERS:
+        raise ScanError(p, f"the zip archive holds {len(infos)} members; an X3P file needs a handful "
+                           f"(more than {MAX_X3P_MEMBERS} are refused)")
+    total = 0
+    for i in infos:
+        if i.is_dir():
+            continue
+        where = f"zip member {i.filename!r}"
+        if i.flag_bits & 0x1:
+            raise ScanError(p, f"{where} is encrypted; ibin reads only unencrypted X3P files")
+        if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise ScanError(p, f"{where} uses an unsupported compression method ({i.compress_type})")
+        if i.header_offset + i.compress_size > len(data):
+            raise ScanError(p, f"is truncated or damaged: {where} extends past the end of the file")
+        if i.compress_type == zipfile.ZIP_STORED and i.file_size != i.compress_size:
+            raise ScanError(p, f"is damaged: {where} is stored uncompressed but declares two different sizes")
+        if i.file_size > MAX_X3P_UNPACKED_BYTES:
+            raise ScanError(p, f"{where} declares {i.file_size / 1024**3:.1f} GiB uncompressed; "
+                               f"more than {MAX_X3P_UNPACKED_BYTES / 1024**3:.1f} GiB is refused")
+        if i.file_size > 1024**2 and i.file_size > MAX_ZIP_RATIO * max(i.compress_size, 1):
+            raise ScanError(p, f"{where} would unpack {i.file_size / max(i.compress_size, 1):.0f} times larger "
+                               f"({i.file_size} bytes from {i.compress_size}): a zip bomb, not a measurement "
+                               f"(more than {MAX_ZIP_RATIO:.0f} times is refused)")
+        total += i.file_size
+    if total > MAX_X3P_UNPACKED_BYTES:
+        raise ScanError(p, f"the zip archive declares {total / 1024**3:.1f} GiB uncompressed in all; "
+                           f"more than {MAX_X3P_UNPACKED_BYTES / 1024**3:.1f} GiB is refused")
     names = [i.filename for i in infos if "__MACOSX" not in i.filename and not Path(i.filename).name.startswith("._")]
     mains = [n for n in names if Path(n).name == "main.xml"]
     if not mains:
@@ -347,7 +411,30 @@ def _x3p_members(p: Path, data: bytes) -> dict[str, zipfile.ZipInfo]:
     for i in infos:
         if i.filename in names and i.filename.startswith(root):
             out[i.filename[len(root):]] = i
+    main = out.get("main.xml")
+    if main is not None and main.file_size > MAX_MAIN_XML_BYTES:
+        raise ScanError(p, f"main.xml declares {main.file_size / 1024**2:.0f} MiB; more than "
+                           f"{MAX_MAIN_XML_BYTES // 1024**2} MiB of XML is refused")
     return out
+
+
+def _x3p_declared_grid(p: Path, data: bytes) -> None:
+    """Refuse a grid that ``main.xml`` declares too large, before its data are unpacked.
+
+    Only ``main.xml`` is read (through ``x3pio.info``). Problems with the
+    document itself are left to the full reader, which reports them.
+    """
+    import x3pio
+
+    try:
+        desc = x3pio.info(io.BytesIO(data), verify=False)
+    except Exception:  # noqa: BLE001 - the full read below reports what is wrong
+        return
+    n = math.prod(desc.shape) * max(int(desc.layer_count), 1)
+    if n > MAX_GRID_POINTS:
+        shape = " x ".join(str(k) for k in desc.shape)
+        raise ScanError(p, f"main.xml declares a {shape} grid of {desc.layer_count} layer(s), {n} points; "
+                           f"more than {MAX_GRID_POINTS} are refused")
 
 
 def _read_legacy_root(p: Path, data: bytes, members: dict[str, zipfile.ZipInfo]):
@@ -387,6 +474,9 @@ def _read_legacy_root(p: Path, data: bytes, members: dict[str, zipfile.ZipInfo])
 
 
 def _x3p_length_unit(p: Path, inc_x: float, inc_y: float, length_unit: str) -> str:
+    for name, inc in (("x", inc_x), ("y", inc_y)):
+        if not (math.isfinite(inc) and inc > 0):
+            raise ScanError(p, f"the {name} increment {inc!r} is not a positive number")
     if length_unit != "auto":
         return length_unit
     big = [inc >= _METRE_INCREMENT_LIMIT for inc in (inc_x, inc_y)]
@@ -397,9 +487,30 @@ def _x3p_length_unit(p: Path, inc_x: float, inc_y: float, length_unit: str) -> s
             "state it with length_unit='m' or 'um'",
         )
     if big[0]:
+        if max(inc_x, inc_y) > _MAX_INCREMENT_UM:
+            raise ScanError(p, f"the lateral increments ({inc_x:g}, {inc_y:g}) are in an unknown unit: more than "
+                               "1 mm per point read as micrometres, more than 1 m read as metres (ISO 25178-72 "
+                               "prescribes metres); state the unit with length_unit='m' or 'um'")
         log.info("%s: lateral increment %g read as micrometres (x3ptools convention)", p, inc_x)
         return "um"
+    if min(inc_x, inc_y) < _MIN_INCREMENT_M:
+        raise ScanError(p, f"the lateral increments ({inc_x:g}, {inc_y:g}) are in an unknown unit: less than "
+                           "0.1 nm per point read as metres (ISO 25178-72 prescribes metres); state the unit "
+                           "with length_unit='m' or 'um'")
     return "m"
+
+
+def _check_height_span(p: Path, z: np.ndarray, scale: float, unit: str) -> None:
+    """Refuse heights that span more than 10 cm once read in ``unit``: the file's z unit is not that."""
+    finite = z[np.isfinite(z)]
+    if finite.size == 0:
+        return  # the Scan refuses a surface with no measured point
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = (float(finite.max()) - float(finite.min())) * scale
+    if not span <= _MAX_HEIGHT_SPAN_UM:
+        raise ScanError(p, f"the heights span {span:g} µm read in {'metres' if unit == 'm' else 'micrometres'}, "
+                           "more than 10 cm: the height unit is not what the file's lateral increments "
+                           "imply (state it with length_unit='m' or 'um')")
 
 
 def _x3p_metadata(x3p, info: dict[str, str]) -> None:
@@ -429,8 +540,14 @@ def _apply_x3p_mask(p: Path, data: bytes, members: dict[str, zipfile.ZipInfo], z
     import cv2
 
     zf = zipfile.ZipFile(io.BytesIO(data))
-    raw = np.frombuffer(zf.read(members[name]), np.uint8)
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    try:
+        blob = zf.read(members[name])
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise ScanError(p, f"{name} cannot be unpacked ({e})") from None
+    head = image_header(blob)
+    if head is None or head[0] * head[1] != z.size or _image_truncated(blob):
+        raise ScanError(p, f"{name} is not a PNG image of the surface's size ({z.shape[0]} x {z.shape[1]})")
+    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ScanError(p, f"{name} is not a readable PNG image")
     if img.shape[:2] != z.shape:
@@ -528,9 +645,27 @@ def read_image(path: str | os.PathLike, *, pixel_um: float | None, _data: bytes 
     p = Path(path)
     px = _need_pixel(p, pixel_um, "an image")
     data = _read_bytes(p) if _data is None else _data
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    head = image_header(data)
+    if head is None:
+        raise ScanError(p, "is not a readable image (its header is damaged or of an unsupported kind)")
+    width, height, bits = head
+    if width <= 0 or height <= 0:
+        raise ScanError(p, f"the image header declares {width} x {height} pixels")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ScanError(p, f"the image header declares {width} x {height} pixels; more than "
+                           f"{MAX_IMAGE_PIXELS} are refused")
+    if bits is not None and bits not in (8, 16):
+        raise ScanError(p, f"has {bits}-bit samples; ibin reads 8-bit or 16-bit grey-level images "
+                           "(a scan's grey levels cannot be recovered from other depths)")
+    if _image_truncated(data):
+        raise ScanError(p, "is truncated: the image ends before its last chunk (damaged or incompletely copied)")
+    with _no_opencv_warnings():
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ScanError(p, "is not a readable image (damaged or unsupported encoding)")
+    if img.shape[:2] != (height, width):
+        raise ScanError(p, f"decodes to {img.shape[0]} x {img.shape[1]} pixels but its header says "
+                           f"{height} x {width}: the file is damaged")
     if img.dtype == np.uint8:
         full = 255.0
     elif img.dtype == np.uint16:
@@ -562,6 +697,94 @@ def read_image(path: str | os.PathLike, *, pixel_um: float | None, _data: bytes 
     )
 
 
+def image_header(data: bytes) -> tuple[int, int, int | None] | None:
+    """``(width, height, bits per sample)`` from a PNG, BMP or TIFF header, without decoding.
+
+    ``bits`` is None when the header does not say (a TIFF without
+    ``BitsPerSample`` in its first directory). Returns None when the header
+    is not one of these or is damaged. Used to refuse absurd sizes and
+    wrong bit depths before a decoder allocates anything.
+    """
+    import struct
+
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            if data[12:16] != b"IHDR":
+                return None
+            w, h, bits, colour = struct.unpack(">IIBB", data[16:26])
+            return w, h, (8 if colour == 3 and bits in (1, 2, 4, 8) else bits)  # palette indices become 8-bit grey
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            (bits,) = struct.unpack("<H", data[28:30])
+            return w, abs(h), (8 if bits in (8, 24, 32) else bits)
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            e = "<" if data[:2] == b"II" else ">"
+            (ifd,) = struct.unpack(e + "I", data[4:8])
+            (n,) = struct.unpack(e + "H", data[ifd : ifd + 2])
+            entries = [struct.unpack(e + "HHI4s", data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]) for k in range(n)]
+            return _tiff_fields(entries, e, data, 4)
+        if data[:4] in (b"II+\x00", b"MM\x00+"):
+            e = "<" if data[:2] == b"II" else ">"
+            (ifd,) = struct.unpack(e + "Q", data[8:16])
+            (n,) = struct.unpack(e + "Q", data[ifd : ifd + 8])
+            entries = [struct.unpack(e + "HHQ8s", data[ifd + 8 + 20 * k : ifd + 28 + 20 * k]) for k in range(n)]
+            return _tiff_fields(entries, e, data, 8)
+    except (struct.error, ValueError, IndexError):
+        return None
+    return None
+
+
+def _image_truncated(data: bytes) -> bool:
+    """True when a PNG lacks its end chunk or a BMP is shorter than its header says."""
+    import struct
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") < 0
+    if data[:2] == b"BM" and len(data) >= 6:
+        return struct.unpack("<I", data[2:6])[0] > len(data)
+    return False
+
+
+def _tiff_fields(entries, e: str, data: bytes, inline: int) -> tuple[int, int, int | None] | None:
+    import struct
+
+    sizes = {1: 1, 3: 2, 4: 4, 16: 8}  # BYTE, SHORT, LONG, LONG8
+    codes = {1: "B", 3: "H", 4: "I", 16: "Q"}
+    found: dict[int, int] = {}
+    for tag, typ, count, value in entries:
+        if tag not in (256, 257, 258) or typ not in sizes or count < 1:
+            continue
+        if sizes[typ] * count <= inline:
+            raw = value[: sizes[typ]]
+        else:  # the values live elsewhere; all samples share a depth, so the first is enough
+            (off,) = struct.unpack(e + ("I" if inline == 4 else "Q"), value[:inline])
+            raw = data[off : off + sizes[typ]]
+        (found[tag],) = struct.unpack(e + codes[typ], raw)
+    if 256 not in found or 257 not in found:
+        return None
+    return found[256], found[257], found.get(258)
+
+
+class _no_opencv_warnings:
+    """Silence OpenCV's own stderr warnings about damaged images while decoding (we report them)."""
+
+    def __enter__(self):
+        import cv2
+
+        try:
+            self._level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        except AttributeError:
+            self._level = None
+        return self
+
+    def __exit__(self, *exc):
+        import cv2
+
+        if self._level is not None:
+            cv2.utils.logging.setLogLevel(self._level)
+
+
 def read_npy(path: str | os.PathLike, *, pixel_um: float | None, _data: bytes | None = None) -> Scan:
     """Read a ``.npy`` height map (2-D, heights in micrometres, NaN = missing).
 
@@ -575,6 +798,24 @@ def read_npy(path: str | os.PathLike, *, pixel_um: float | None, _data: bytes | 
     p = Path(path)
     px = _need_pixel(p, pixel_um, "a .npy height map")
     data = _read_bytes(p) if _data is None else _data
+    fmt = np.lib.format
+    try:  # read the header first: shape and type are checked before anything is allocated
+        buf = io.BytesIO(data)
+        version = fmt.read_magic(buf)
+        shape, fortran, dtype = (fmt.read_array_header_1_0(buf) if version == (1, 0)
+                                 else fmt.read_array_header_2_0(buf))
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise ScanError(p, f"is not a readable .npy array ({e})") from None
+    if len(shape) != 2:
+        raise ScanError(p, f"holds an array of shape {shape}; a height map must be 2-D")
+    if dtype.hasobject or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise ScanError(p, f"holds {dtype} values; a height map must hold numbers")
+    n = math.prod(shape)
+    if n > MAX_GRID_POINTS:
+        raise ScanError(p, f"declares a {shape[0]} x {shape[1]} grid; more than {MAX_GRID_POINTS} points are refused")
+    if len(data) - buf.tell() != n * dtype.itemsize:
+        raise ScanError(p, f"declares {shape[0]} x {shape[1]} {dtype} values ({n * dtype.itemsize} bytes) but holds "
+                           f"{len(data) - buf.tell()} bytes of data: truncated or damaged")
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["main"]
 
-COMMANDS = ("ingest", "search", "compare", "info", "demo")
+COMMANDS = ("ingest", "search", "compare", "info", "check", "reindex", "delete", "meta", "audit", "demo")
 
 
 def _get_parser() -> argparse.ArgumentParser:
@@ -65,3 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or folder the command needs is not usable
+        print(f"ibin {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2

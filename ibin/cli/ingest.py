@@ -1,7 +1,13 @@
 """Put scan files on file in a database (created if missing), one exhibit per file.
 
-A file that cannot be read or prepared is reported and skipped; the others
-go in. A file already on file (same SHA-256) is not added twice.
+Every file is read, validated and prepared before anything is written. A
+file that cannot be read or prepared is reported (on stderr, naming the file
+and the problem) and skipped; the others go in, and the exit code is 1. A
+file already on file (same SHA-256) is not added twice. When every file is
+refused, the database is not touched (not even created). Each exhibit is
+recorded in the database's audit log under --user (default: $IBIN_USER or
+the login name). Two ingests into one database at once are safe: one waits
+for the other's short write, saying so on stderr if the wait is long.
 
 With --kind bullet the files are the lands of ONE bullet, in land order
 (write - for a land that was not scanned), and --id names the bullet
@@ -30,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import ingest, open_database
+    from ..engine import ingest
     from ._common import Progress, parse_pairs
 
     meta = parse_pairs(args.meta, "--meta")
@@ -42,18 +48,21 @@ def run(args: argparse.Namespace) -> int:
         if args.ids is not None and len(args.ids) != len(args.files):
             raise ValueError(f"{len(args.ids)} --id given for {len(args.files)} files; give one per file or none")
         sources = args.files
-    db = open_database(args.db, create=True)
-    db.on_wait = lambda s: print(f"ibin ingest: waiting for another process using {args.db} ...", file=sys.stderr)
+
+    def on_wait(seconds: float) -> None:
+        print(f"ibin ingest: waiting for another process writing to {args.db} ...", file=sys.stderr, flush=True)
+
     bar = Progress(len(sources), "ingest")
     try:
         def progress(done, total, res):
             bar.update(done, res.id or "")
 
-        report = ingest(db, sources, kind=args.kind, ids=args.ids, metadata=meta,
-                        pixel_um=args.pixel_um, user=args.user, progress=progress)
+        # the database is opened (or created) only once a file is ready to go in:
+        # a batch whose every file is refused leaves it exactly as it was
+        report = ingest(args.db, sources, kind=args.kind, ids=args.ids, metadata=meta,
+                        pixel_um=args.pixel_um, user=args.user, progress=progress, on_wait=on_wait)
     finally:
         bar.close()
-        db.close()
     for r in report.results:
         if r.status == "failed":
             print(f"ibin ingest: {r.message}", file=sys.stderr)

@@ -3,7 +3,8 @@
 With FILE the scan is compared with the exhibits on file and is not added.
 With --id or --all the exhibits already on file are re-correlated against
 all the others (never listing an exhibit as its own lead); with
---format json this writes JSON Lines, one lead list per query.
+--format json this writes JSON Lines, one lead list per query. Every lead
+list is recorded in the database's audit log (query, leads, --user).
 
 With --kind bullet the FILEs are the lands of one bullet in land order (-
 for a land not scanned); a single FILE is a fragment (one land), whose
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
+    p.add_argument("--user", help="who searches, for the audit log (default: $IBIN_USER or the login name)")
     p.set_defaults(_trailing_files="files")
 
 
@@ -56,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         if args.files:
             if args.kind == "bullet":
                 query = [None if f.strip() == "-" else f for f in args.files]
-                lists = [search(db, query, kind="bullet", params=params, pixel_um=args.pixel_um)]
+                lists = [search(db, query, kind="bullet", params=params, pixel_um=args.pixel_um, user=args.user)]
             else:
-                lists = [search(db, args.files[0], kind=args.kind or "cartridge", params=params, pixel_um=args.pixel_um)]
+                lists = [search(db, args.files[0], kind=args.kind or "cartridge", params=params,
+                                pixel_um=args.pixel_um, user=args.user)]
         else:
             if args.all:
                 kinds = [args.kind] if args.kind else [k for k in KINDS if db.count(kind=k)] or ["cartridge"]
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             lists = []
             done = 0
             for k, ids in batches:
-                for ll in search_exhibits(db, ids, kind=k, params=params):
+                for ll in search_exhibits(db, ids, kind=k, params=params, user=args.user):
                     lists.append(ll)
                     done += 1
                     bar.update(done, ll.query_id)

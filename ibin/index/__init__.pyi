@@ -1,3 +1,5 @@
-from ._database import FORMAT_VERSION, Database, ExhibitRecord, NewExhibit
+from ._audit import AuditEntry
+from ._check import CheckReport, Finding, check_database
+from ._database import FORMAT_VERSION, Database, ExhibitRecord, NewExhibit, check_text, validate_metadata
 from ._store import FeatureStore, RecordRef
 from ._vectors import VectorIndex

@@ -4,15 +4,19 @@ Layout of a database directory::
 
     DB/
       ibin-db.json          format marker (written once, at creation)
-      catalog.sqlite        exhibits, metadata, descriptors, settings (WAL mode)
+      catalog.sqlite        exhibits, metadata, descriptors, settings, audit log (WAL mode)
       store/seg-*.ibf       prepared arrays, append-only (see _store)
       index/<space>.faiss   FAISS index per descriptor space, a cache of the catalog
+                            (ibin header: watermark, catalog id, SHA-256; then FAISS)
 
 An exhibit is on file when its catalog row is committed. Its feature record
-is appended and synced *before* that commit, and its index entry is derived
-from the catalog, so a crash at any point leaves either the whole exhibit
-or none of it visible. Writers serialise on SQLite's write lock; readers
-see the last committed state (WAL snapshots).
+is appended and synced *before* that commit, its audit entry commits in the
+same transaction, and its index entry is derived from the catalog, so a
+crash at any point leaves either the whole exhibit or none of it visible.
+Writers serialise on SQLite's write lock (``BEGIN IMMEDIATE``); readers see
+the last committed state, and :meth:`Database.snapshot` holds one state for
+a whole search. A new database is built in a temporary folder and renamed
+into place, so it appears complete or not at all. See ``docs/DATABASE.md``.
 
 This module knows nothing about cartridge cases or bullets: it stores named
 arrays, JSON attributes and descriptor vectors for the engine.
@@ -21,24 +25,32 @@ arrays, JSON attributes and descriptor vectors for the engine.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
+import secrets
+import shutil
 import sqlite3
 import threading
 import time
+import unicodedata
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
+from . import _audit
+from ._audit import AuditEntry
+from ._faults import point
 from ._store import FeatureStore, RecordRef, encode_record
-from ._vectors import VectorIndex
+from ._vectors import VectorIndex, sweep_temporaries
 
-__all__ = ["Database", "ExhibitRecord", "NewExhibit", "FORMAT_VERSION"]
+__all__ = ["Database", "ExhibitRecord", "NewExhibit", "FORMAT_VERSION", "validate_metadata", "check_text"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +136,14 @@ class Database:
 
     Use :meth:`open` (or :meth:`create`); close with :meth:`close` or a
     ``with`` block. A :class:`Database` object may be used from one thread
-    at a time.
+    at a time; any number of processes may use one database at once.
+
+    Attributes
+    ----------
+    on_wait : callable, optional
+        Called once, as ``on_wait(seconds)``, when a write has waited about
+        two seconds for another process's write to finish (the CLI prints a
+        message). The write keeps waiting, up to ten minutes.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, *, readonly: bool):
@@ -134,64 +153,132 @@ class Database:
         self.store = FeatureStore(path / "store")
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.Lock()
+        self._writing = False
+        self._snapshot_depth = 0
+        self.catalog_id: str | None = None
         self.on_wait: Callable[[float], None] | None = None
         #: arrays derived from the indexes by the engine, kept for this handle's lifetime
         self.derived: dict = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: str | os.PathLike, *, exist_ok: bool = False) -> "Database":
-        """Create a new, empty database directory (its parent must exist)."""
+    def probe(cls, path: str | os.PathLike, *, create: bool = False) -> bool:
+        """Check that ``path`` can be opened (or, with ``create``, created) without touching it.
+
+        Returns True when a database exists there, False when ``create`` is
+        true and one can be made there.
+
+        Raises
+        ------
+        DatabaseError
+            With the reason the path cannot be used.
+        """
         p = Path(path)
         if (p / _MARKER).exists():
-            if not exist_ok:
-                raise DatabaseError(f"{p}: a database already exists here")
-            return cls.open(p)
+            _read_marker(p)
+            if not (p / _CATALOG).exists():
+                raise DatabaseError(f"{p}: the catalog ({_CATALOG}) is missing")
+            return True
+        if not create:
+            if p.exists():
+                raise DatabaseError(f"{p}: not an ibin database (no {_MARKER})")
+            raise DatabaseError(f"{p}: no such database")
         if p.exists() and not p.is_dir():
             raise DatabaseError(f"{p}: exists and is not a directory")
         if p.exists() and any(p.iterdir()):
             raise DatabaseError(f"{p}: directory is not empty and is not an ibin database")
         if not p.parent.exists():
             raise DatabaseError(f"{p}: parent directory {p.parent} does not exist")
-        p.mkdir(exist_ok=True)
-        (p / "store").mkdir(exist_ok=True)
-        (p / "index").mkdir(exist_ok=True)
-        conn = cls._connect(p, readonly=False)
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR REPLACE INTO settings VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-            conn.execute("INSERT OR REPLACE INTO settings VALUES ('created', ?)", (_now(),))
-        conn.close()
-        marker = {"format": FORMAT, "version": FORMAT_VERSION, "created": _now()}
-        tmp = p / (_MARKER + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=1) + "\n")
-        os.replace(tmp, p / _MARKER)
+        return False
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, exist_ok: bool = False, user: str | None = None) -> "Database":
+        """Create a new, empty database directory (its parent must exist).
+
+        The database is built in a temporary folder beside ``path`` and
+        renamed into place, so a crash never leaves half a database, and two
+        processes creating the same database at once end up sharing one.
+        """
+        p = Path(path)
+        if cls.probe(p, create=True):
+            if not exist_ok:
+                raise DatabaseError(f"{p}: a database already exists here")
+            return cls.open(p)
+        _sweep_creations(p)
+        tmp = p.parent / f".{p.name}.creating-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(tmp)
+        except OSError as e:
+            raise DatabaseError(f"{p}: cannot create the database ({e.strerror or e})") from None
+        try:
+            cls._build(tmp, user)
+            if p.is_dir():  # an empty folder made for the database: keep its permissions
+                try:
+                    os.chmod(tmp, p.stat().st_mode & 0o7777)
+                except OSError:
+                    pass
+            point("create.built")
+            try:
+                os.rename(tmp, p)
+            except OSError as e:
+                if not (p / _MARKER).exists():
+                    raise DatabaseError(f"{p}: cannot create the database ({e.strerror or e})") from None
+                if not exist_ok:  # another process made it first
+                    raise DatabaseError(f"{p}: a database already exists here") from None
+            _fsync_dir(p.parent)
+        except sqlite3.Error as e:
+            raise DatabaseError(f"{p}: cannot create the catalog ({e})") from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return cls.open(p)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, create: bool = False, readonly: bool = False) -> "Database":
-        """Open a database directory, creating it when ``create`` is true and it does not exist."""
-        p = Path(path)
-        if not (p / _MARKER).exists():
-            if create:
-                return cls.create(p)
-            if p.exists():
-                raise DatabaseError(f"{p}: not an ibin database (no {_MARKER})")
-            raise DatabaseError(f"{p}: no such database")
+    def _build(cls, d: Path, user: str | None) -> None:
+        (d / "store").mkdir()
+        (d / "index").mkdir()
+        catalog_id = uuid.uuid4().hex
+        conn = cls._connect(d, readonly=False)
         try:
-            marker = json.loads((p / _MARKER).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DatabaseError(f"{p}: unreadable {_MARKER} ({e})") from None
-        if marker.get("format") != FORMAT:
-            raise DatabaseError(f"{p}: not an ibin database ({_MARKER} says {marker.get('format')!r})")
-        if int(marker.get("version", 0)) > FORMAT_VERSION:
-            raise DatabaseError(
-                f"{p}: database format {marker.get('version')} is newer than this ibin understands ({FORMAT_VERSION})"
-            )
-        if not (p / _CATALOG).exists():
-            raise DatabaseError(f"{p}: the catalog ({_CATALOG}) is missing")
+            conn.executescript(_SCHEMA + _audit.SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.cursor()
+            cur.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)", [
+                ("format_version", str(FORMAT_VERSION)), ("created", _now()), ("catalog_id", catalog_id),
+            ])
+            _audit.append(cur, "create", user, {"format_version": FORMAT_VERSION, "catalog_id": catalog_id})
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        marker = {"format": FORMAT, "version": FORMAT_VERSION, "created": _now()}
+        _write_synced(d / _MARKER, (json.dumps(marker, indent=1) + "\n").encode())
+        for sub in ("store", "index", "."):
+            _fsync_dir(d / sub)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, create: bool = False, readonly: bool = False) -> "Database":
+        """Open a database directory, creating it when ``create`` is true and it does not exist.
+
+        A read-write handle brings an older catalog up to date on opening
+        (it adds the audit log); a ``readonly`` handle never writes.
+        """
+        p = Path(path)
+        if not (p / _MARKER).exists() and create:
+            return cls.create(p, exist_ok=True)
+        cls.probe(p)
         conn = cls._connect(p, readonly=readonly)
-        return cls(p, conn, readonly=readonly)
+        db = cls(p, conn, readonly=readonly)
+        try:
+            if not readonly:
+                db._migrate()
+            db.catalog_id = db.get_setting("catalog_id")
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise DatabaseError(f"{p / _CATALOG}: cannot read the catalog ({e})") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _connect(p: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -208,6 +295,27 @@ class Database:
         except sqlite3.DatabaseError as e:
             raise DatabaseError(f"{p / _CATALOG}: cannot open the catalog ({e})") from None
         return conn
+
+    def _migrate(self) -> None:
+        """Add what older catalogs lack: the audit log (with a baseline of the exhibits on file) and an id."""
+        names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+        if {"audit", "audit_no_update", "audit_no_delete"} <= names and self.get_setting("catalog_id"):
+            return
+        with self.write() as cur:
+            for stmt in _audit.SCHEMA_STATEMENTS:
+                cur.execute(stmt)
+            if cur.execute("SELECT value FROM settings WHERE key = 'catalog_id'").fetchone() is None:
+                cur.execute("INSERT INTO settings VALUES ('catalog_id', ?)", (uuid.uuid4().hex,))
+            if cur.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is not None:
+                return
+            rows = cur.execute(f"SELECT {self._COLS}, ingested_by FROM exhibits ORDER BY rowid").fetchall()
+            _audit.append(cur, "audit-start", None, {
+                "note": "audit log started on a database made by an older ibin", "exhibits": len(rows)})
+            for row in rows:
+                rec = self._record(row[:-1], self._metadata([row[0]]).get(row[0], {}))
+                details = self._ingest_details(rec, self._vector_digests(cur, rec.rowid))
+                details["baseline"] = True
+                _audit.append(cur, "ingest", row[-1] or "unknown", details)
 
     def close(self) -> None:
         self.store.close()
@@ -248,12 +356,27 @@ class Database:
                 "exhibits prepared differently cannot be compared (use a new database)"
             )
 
-    # ------------------------------------------------------------------ writing
+    # ------------------------------------------------------------------ transactions
     @contextmanager
     def write(self) -> Iterator[sqlite3.Cursor]:
-        """A write transaction (``BEGIN IMMEDIATE``), waiting for other writers."""
+        """A write transaction (``BEGIN IMMEDIATE``), waiting for other writers.
+
+        Everything done through the cursor commits together, or not at all.
+        Inside a ``write()`` block, :meth:`audit` and another ``write()``
+        join the same transaction, so a feature can record a change and its
+        audit entry atomically::
+
+            with db.write() as cur:
+                cur.execute("INSERT INTO dispositions ...")
+                db.audit("disposition", exhibit="Q1", lead="K7", decision="identification")
+        """
         if self.readonly:
             raise DatabaseError(f"{self.path}: opened read-only")
+        if self._writing:
+            yield self._conn.cursor()
+            return
+        if self._snapshot_depth:
+            raise DatabaseError(f"{self.path}: cannot write while a read snapshot is open")
         cur = self._conn.cursor()
         start = time.monotonic()
         warned = False
@@ -272,14 +395,135 @@ class Database:
                 if waited > 600:
                     raise DatabaseError(f"{self.path}: another process has held the database for over 10 minutes") from None
         self._conn.execute("PRAGMA busy_timeout=30000")
+        self._writing = True
         try:
+            point("catalog.begin")
             yield cur
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            point("catalog.commit")
+        except BaseException as e:
+            self._writing = False
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(e, sqlite3.Error):  # disk full, I/O error, damaged catalog...
+                raise DatabaseError(f"{self.path}: the catalog refused the change ({e}); nothing was written") from e
             raise
-        else:
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise DatabaseError(f"{self.path}: the catalog could not commit ({e})") from None
+        finally:
+            self._writing = False
+        point("catalog.committed")
 
+    @contextmanager
+    def snapshot(self) -> Iterator["Database"]:
+        """Read one committed state of the catalog throughout the block.
+
+        Searches run inside a snapshot, so exhibits committed or deleted by
+        other processes meanwhile never make a lead list inconsistent. Feature
+        records are never rewritten, so the records the snapshot refers to
+        stay readable. Writing inside a snapshot is refused.
+        """
+        if self._writing or self._snapshot_depth:
+            self._snapshot_depth += 1
+            try:
+                yield self
+            finally:
+                self._snapshot_depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN DEFERRED")
+            self._conn.execute("SELECT COUNT(*) FROM settings").fetchone()  # the snapshot starts here
+        except sqlite3.Error as e:
+            raise DatabaseError(f"{self.path}: cannot read the catalog ({e})") from None
+        self._snapshot_depth = 1
+        try:
+            yield self
+        finally:
+            self._snapshot_depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+
+    # ------------------------------------------------------------------ audit log
+    def audit(self, event: str, *, user: str | None = None, **details: Any) -> AuditEntry:
+        """Append an entry to the database's audit log and return it.
+
+        This is the one way features record what examiners and pipelines do
+        (the database itself records ingests, deletions, metadata edits and
+        reindexing; the engine records searches). Inside a :meth:`write`
+        block the entry joins that transaction; otherwise it commits on its
+        own, durably, before this returns.
+
+        Parameters
+        ----------
+        event : str
+            Lower-case name of what happened (``"disposition"``, ``"export"``...):
+            letters, digits, ``_``, ``.``, ``-``; at most 64 characters.
+        user : str, optional
+            Who did it; default ``$IBIN_USER``, ``$USER``/``$LOGNAME`` or the
+            login name.
+        **details
+            JSON values (text, numbers, booleans, None, lists, mappings) saying
+            what and which exhibits, e.g. ``exhibit="Q1", lead="K7",
+            decision="elimination"``. NaN and infinity are refused.
+
+        Returns
+        -------
+        AuditEntry
+            With its sequence number and chain hash.
+
+        Raises
+        ------
+        DatabaseError
+            If the database is read-only, or the event or details are invalid
+            (then nothing is written).
+        """
+        _audit.check_event(event)
+        user = _audit.resolve_user(user)
+        _audit.canonical_json(details)  # refuse before taking the write lock
+        with self.write() as cur:
+            return _audit.append(cur, event, user, details)
+
+    def audit_log(self, *, event: str | None = None, exhibit: str | None = None,
+                  last: int | None = None) -> list[AuditEntry]:
+        """Entries of the audit log, oldest first, optionally only one event or one exhibit's."""
+        if not self._has_audit():
+            return []
+        sql, args = "SELECT seq, at, user, event, details, prev, hash FROM audit WHERE 1", []
+        if event is not None:
+            sql += " AND event = ?"
+            args.append(event)
+        if exhibit is not None:  # entries naming the exhibit (id or in a lead list)
+            sql += " AND instr(details, ?) > 0"
+            args.append(json.dumps(exhibit, ensure_ascii=False))
+        sql += " ORDER BY seq"
+        entries = [_audit.entry_from_row(r) for r in self._conn.execute(sql, args)]
+        if exhibit is not None:
+            entries = [e for e in entries if _names_exhibit(e.details, exhibit)]
+        return entries[-last:] if last else entries
+
+    def audit_head(self) -> tuple[int, str]:
+        """``(entries, hash of the newest entry)``; record the hash elsewhere to detect a rewritten log."""
+        if not self._has_audit():
+            return 0, _audit.GENESIS
+        row = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, _audit.GENESIS) if row is None else (int(row[0]), row[1])
+
+    def _has_audit(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'").fetchone() is not None
+
+    # ------------------------------------------------------------------ writing
     def find_source(self, sha256: str, kind: str) -> str | None:
         """Id of the exhibit already made from a source file with this SHA-256, if any."""
         row = self._conn.execute(
@@ -288,10 +532,15 @@ class Database:
         return None if row is None else row[0]
 
     def add(self, ex: NewExhibit, *, durable: bool = True) -> tuple[str, bool]:
-        """Put an exhibit on file.
+        """Put an exhibit on file: feature record, catalog row, metadata, vectors and audit entry.
 
-        With ``durable`` (the default) the feature record is synced to disk
-        before the catalog commit; bulk loads that can be repeated may skip it.
+        The feature record is appended (and, with ``durable``, fsynced) first;
+        the catalog rows and the ``ingest`` audit entry then commit in one
+        transaction. A crash before that commit leaves only unreferenced
+        bytes in the feature store; after it, the whole exhibit is on file.
+        Without ``durable`` (for bulk loads that can be repeated) a power
+        cut, though not a crash of the process, may lose the record of an
+        exhibit whose row committed: ``ibin check`` would report it.
 
         Returns ``(id, added)``: ``added`` is False when the same source file
         (same SHA-256, same kind) is already on file, whose id is returned.
@@ -300,11 +549,20 @@ class Database:
         ------
         DuplicateExhibitError
             If the id is taken by an exhibit from a different source.
+        DatabaseError
+            If a field, metadata value or vector is invalid (nothing is written).
         """
-        _check_text("exhibit id", ex.id)
-        for k, v in ex.metadata.items():
-            _check_text("metadata key", k)
-            _check_text(f"metadata value of {k!r}", v, allow_empty=True)
+        check_text("exhibit id", ex.id)
+        if ex.user is not None:
+            check_text("user name", ex.user)
+        for what, v in (("kind", ex.kind), ("modality", ex.modality), ("source name", ex.source_name)):
+            check_text(what, v)
+        if not (isinstance(ex.source_sha256, str) and len(ex.source_sha256) == 64
+                and all(c in "0123456789abcdef" for c in ex.source_sha256)):
+            raise DatabaseError(f"source SHA-256 must be 64 lower-case hex digits, got {ex.source_sha256!r}")
+        validate_metadata(ex.metadata)
+        vectors = _check_vectors(ex.vectors)
+        parts = _check_parts(ex.vector_parts, vectors)
         record = encode_record(dict(ex.arrays), dict(ex.attrs))
         with self.write() as cur:
             row = cur.execute(
@@ -316,38 +574,140 @@ class Database:
                 raise DuplicateExhibitError(
                     f"exhibit id {ex.id!r} is already on file for a different source file; choose another --id"
                 )
+            for space, v in vectors.items():
+                have = self._space_dim(space)
+                if have is not None and have != v.shape[1]:
+                    raise DatabaseError(
+                        f"descriptor space {space!r} holds {have}-value vectors; got {v.shape[1]} values")
+            rowid = self._next_rowid(cur)
             ref = self.store.append(record, fsync=durable)
+            at = _now()
             cur.execute(
-                "INSERT INTO exhibits (id, kind, modality, source_name, source_sha256, ingested_at, ingested_by,"
-                " seg, off, len, record_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (ex.id, ex.kind, ex.modality, ex.source_name, ex.source_sha256, _now(), ex.user,
+                "INSERT INTO exhibits (rowid, id, kind, modality, source_name, source_sha256, ingested_at,"
+                " ingested_by, seg, off, len, record_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rowid, ex.id, ex.kind, ex.modality, ex.source_name, ex.source_sha256, at, ex.user,
                  ref.segment, ref.offset, ref.length, ref.sha256),
             )
-            rowid = cur.lastrowid
             cur.executemany(
                 "INSERT INTO metadata (exhibit, key, value) VALUES (?,?,?)",
-                [(rowid, k, str(v)) for k, v in ex.metadata.items()],
+                [(rowid, k, v) for k, v in ex.metadata.items()],
             )
-            for space, vecs in ex.vectors.items():
-                v = np.ascontiguousarray(np.atleast_2d(vecs), dtype=np.float32)
-                parts = tuple(ex.vector_parts.get(space, range(len(v))))
-                if len(parts) != len(v) or len(set(parts)) != len(parts) or not all(0 <= p < (1 << _VECTOR_PART_BITS) for p in parts):
-                    raise ValueError(f"bad vector parts for space {space!r}: {parts}")
+            for space, v in vectors.items():
                 cur.executemany(
                     "INSERT INTO vectors (id, exhibit, space, part, vec) VALUES (?,?,?,?,?)",
-                    [((rowid << _VECTOR_PART_BITS) | p, rowid, space, p, v[i].tobytes()) for i, p in enumerate(parts)],
+                    [((rowid << _VECTOR_PART_BITS) | p, rowid, space, p, v[i].tobytes())
+                     for i, p in enumerate(parts[space])],
                 )
+            rec = ExhibitRecord(rowid, ex.id, ex.kind, ex.modality, ex.source_name, ex.source_sha256, at, ref,
+                                dict(ex.metadata))
+            _audit.append(cur, "ingest", ex.user, self._ingest_details(rec, _digests(vectors, parts)))
+            point("catalog.rows")
         return ex.id, True
 
-    def delete(self, exhibit_id: str) -> None:
-        """Remove an exhibit from the catalog (its feature record stays, unreferenced)."""
+    def _next_rowid(self, cur: sqlite3.Cursor) -> int:
+        """A rowid never used before in this database (so a vector id never names two exhibits)."""
+        top = cur.execute("SELECT MAX(rowid) FROM exhibits").fetchone()[0] or 0
+        row = cur.execute("SELECT value FROM settings WHERE key = 'exhibits/last_rowid'").fetchone()
+        rowid = max(int(top), int(row[0]) if row else 0) + 1
+        cur.execute("INSERT OR REPLACE INTO settings VALUES ('exhibits/last_rowid', ?)", (str(rowid),))
+        return rowid
+
+    @staticmethod
+    def _ingest_details(rec: "ExhibitRecord", digests: dict) -> dict:
+        return {
+            "id": rec.id, "rowid": rec.rowid, "kind": rec.kind, "modality": rec.modality,
+            "source_name": rec.source_name, "source_sha256": rec.source_sha256,
+            "record": {"segment": rec.ref.segment, "offset": rec.ref.offset, "length": rec.ref.length,
+                       "sha256": rec.ref.sha256},
+            "vectors": digests, "metadata": dict(rec.metadata),
+        }
+
+    def _vector_digests(self, cur, rowid: int) -> dict:
+        rows = cur.execute("SELECT space, part, vec FROM vectors WHERE exhibit = ? ORDER BY space, part",
+                           (rowid,)).fetchall()
+        return vector_digests(rows)
+
+    def delete(self, exhibit_id: str, *, user: str | None = None, reason: str | None = None) -> "ExhibitRecord":
+        """Remove an exhibit from the catalog and record it in the audit log.
+
+        The exhibit's catalog row, metadata and vectors go in one
+        transaction with the ``delete`` audit entry; its feature record
+        stays in the append-only store, unreferenced, and index files drop
+        its vectors at the next ``ibin reindex`` (searches filter them out
+        meanwhile). Returns the record that was deleted.
+        """
+        if reason is not None:
+            check_text("reason", reason, allow_empty=True)
+        user = _audit.resolve_user(user)
+        with self.write() as cur:
+            row = cur.execute(f"SELECT {self._COLS} FROM exhibits WHERE id = ?", (exhibit_id,)).fetchone()
+            if row is None:
+                raise ExhibitNotFoundError(f"no exhibit {exhibit_id!r} in {self.path}")
+            rec = self._record(row, self._metadata([row[0]]).get(row[0], {}))
+            cur.execute("DELETE FROM exhibits WHERE rowid = ?", (rec.rowid,))
+            details = {"id": rec.id, "rowid": rec.rowid, "source_sha256": rec.source_sha256,
+                       "record_sha256": rec.ref.sha256, "metadata": rec.metadata}
+            if reason:
+                details["reason"] = reason
+            _audit.append(cur, "delete", user, details)
+            point("catalog.rows")
+        for idx in self._indexes.values():
+            idx.remove(np.arange(rec.rowid << _VECTOR_PART_BITS, (rec.rowid + 1) << _VECTOR_PART_BITS, dtype=np.int64))
+        return rec
+
+    def set_metadata(self, exhibit_id: str, values: Mapping[str, str] | None = None, unset: Iterable[str] = (), *,
+                     user: str | None = None, reason: str | None = None) -> dict[str, str]:
+        """Correct an exhibit's metadata: set ``values``, remove the keys in ``unset``.
+
+        The change and a ``metadata`` audit entry (old values, new values,
+        who, why) commit together. A change that changes nothing writes
+        nothing. Returns the exhibit's metadata afterwards.
+
+        Raises
+        ------
+        ExhibitNotFoundError
+            If there is no such exhibit.
+        DatabaseError
+            If a key or value is not valid text, or a key to unset is not set.
+        ValueError
+            If nothing is to change, or a key is both set and unset.
+        """
+        values = dict(values or {})
+        unset = list(dict.fromkeys(unset))  # each key once, in the order given
+        validate_metadata(values)
+        for k in unset:
+            check_text("metadata key", k)
+        if reason is not None:
+            check_text("reason", reason, allow_empty=True)
+        user = _audit.resolve_user(user)
+        if not values and not unset:
+            raise ValueError("give at least one KEY=VALUE to set or a key to unset")
+        both = sorted(set(values) & set(unset))
+        if both:
+            raise ValueError(f"metadata {both[0]!r} is both set and unset")
         with self.write() as cur:
             row = cur.execute("SELECT rowid FROM exhibits WHERE id = ?", (exhibit_id,)).fetchone()
             if row is None:
                 raise ExhibitNotFoundError(f"no exhibit {exhibit_id!r} in {self.path}")
-            cur.execute("DELETE FROM exhibits WHERE rowid = ?", (row[0],))
-        for idx in self._indexes.values():
-            idx.remove(np.arange(row[0] << _VECTOR_PART_BITS, (row[0] + 1) << _VECTOR_PART_BITS, dtype=np.int64))
+            rowid = int(row[0])
+            before = self._metadata([rowid]).get(rowid, {})
+            missing = [k for k in unset if k not in before]
+            if missing:
+                raise DatabaseError(f"exhibit {exhibit_id!r} has no metadata {missing[0]!r} to unset")
+            changed = {k: v for k, v in values.items() if before.get(k) != v}
+            if not changed and not unset:
+                return before
+            cur.executemany("INSERT OR REPLACE INTO metadata (exhibit, key, value) VALUES (?,?,?)",
+                            [(rowid, k, v) for k, v in changed.items()])
+            cur.executemany("DELETE FROM metadata WHERE exhibit = ? AND key = ?", [(rowid, k) for k in unset])
+            after = self._metadata([rowid]).get(rowid, {})
+            details = {"id": exhibit_id, "rowid": rowid, "set": changed, "unset": unset,
+                       "before": {k: before.get(k) for k in [*changed, *unset]}, "metadata": after}
+            if reason:
+                details["reason"] = reason
+            _audit.append(cur, "metadata", user, details)
+            point("catalog.rows")
+        return after
 
     # ------------------------------------------------------------------ reading
     def _record(self, row, metadata: dict[str, str]) -> ExhibitRecord:
@@ -426,15 +786,47 @@ class Database:
         row = self._conn.execute("SELECT vec FROM vectors WHERE space = ? LIMIT 1", (space,)).fetchone()
         return None if row is None else len(row[0]) // 4
 
+    def index_path(self, space: str) -> Path:
+        """The index cache file of a descriptor space."""
+        return self.path / "index" / f"{space.replace('/', '-')}.faiss"
+
+    def max_vector_id(self, *, latest: bool = False) -> int:
+        """The largest vector id the catalog can have issued so far.
+
+        Inside a :meth:`snapshot` this is as of the snapshot, unless
+        ``latest``: then it is read from the last committed state (an index
+        file saved by another process meanwhile may hold newer ids).
+        """
+        conn = self._conn
+        if latest and self._snapshot_depth:
+            conn = sqlite3.connect(f"file:{self.path / _CATALOG}?mode=ro", uri=True, timeout=30.0)
+        try:
+            top = conn.execute("SELECT MAX(rowid) FROM exhibits").fetchone()[0] or 0
+            hw = conn.execute("SELECT value FROM settings WHERE key = 'exhibits/last_rowid'").fetchone()
+        finally:
+            if conn is not self._conn:
+                conn.close()
+        return ((max(int(top), int(hw[0]) if hw else 0) + 1) << _VECTOR_PART_BITS) - 1
+
     def index(self, space: str, *, factory: str = "Flat") -> VectorIndex | None:
-        """The FAISS index of a descriptor space, caught up with the catalog (None when the space is empty)."""
+        """The FAISS index of a descriptor space, caught up with the catalog (None when the space is empty).
+
+        The index file is used only when its SHA-256, catalog id and
+        watermark check out; otherwise the index is rebuilt from the
+        catalog. A read-write handle saves the caught-up index atomically.
+        """
         dim = self._space_dim(space)
         if dim is None:
             return None
         idx = self._indexes.get(space)
-        path = self.path / "index" / f"{space.replace('/', '-')}.faiss"
+        path = self.index_path(space)
         if idx is None or idx.dim != dim:
-            idx = VectorIndex.load(path, dim, factory) or VectorIndex(dim, factory)
+            idx = VectorIndex.load(path, dim, factory, catalog_id=self.catalog_id)
+            if idx is not None and idx.watermark > self.max_vector_id(latest=True):
+                # vector ids the catalog never issued: the catalog was restored from an older copy
+                log.warning("%s: index file is ahead of the catalog; it will be rebuilt", path)
+                idx = None
+            idx = idx or VectorIndex(dim, factory)
         n_before = idx.ntotal
         rows = self._conn.execute(
             "SELECT id, vec FROM vectors WHERE space = ? AND id > ? ORDER BY id", (space, idx.watermark)
@@ -446,10 +838,58 @@ class Database:
         self._indexes[space] = idx
         if idx.ntotal != n_before and not self.readonly:
             try:
-                idx.save(path)
+                idx.save(path, catalog_id=self.catalog_id)
             except OSError as e:  # the cache is optional; the catalog is the truth
                 log.warning("%s: could not save the index cache (%s)", path, e)
         return idx
+
+    def reindex(self, *, factory: str = "Flat", user: str | None = None) -> dict[str, int]:
+        """Rebuild every index file from the catalog's vectors; returns vectors per space.
+
+        Index files of spaces no longer in the catalog and temporary files
+        left by interrupted saves are removed. Recorded in the audit log.
+        """
+        if self.readonly:
+            raise DatabaseError(f"{self.path}: opened read-only")
+        built: dict[str, VectorIndex] = {}
+        with self.snapshot():
+            for space in self.spaces():
+                dim = self._space_dim(space)
+                idx = VectorIndex(dim, factory)
+                last = 0
+                while True:
+                    rows = self._conn.execute(
+                        "SELECT id, vec FROM vectors WHERE space = ? AND id > ? ORDER BY id LIMIT 65536",
+                        (space, last)).fetchall()
+                    if not rows:
+                        break
+                    ids = np.array([r[0] for r in rows], dtype=np.int64)
+                    idx.add(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+                    last = int(ids[-1])
+                built[space] = idx
+        folder = self.path / "index"
+        for space, idx in built.items():
+            idx.save(self.index_path(space), catalog_id=self.catalog_id)
+            self._indexes[space] = idx
+        keep = {self.index_path(s).name for s in built}
+        removed = []
+        for f in sorted([*folder.glob("*.faiss"), *folder.glob("*.faiss.json")]):
+            if f.name not in keep:
+                try:
+                    f.unlink()
+                except FileNotFoundError:
+                    pass
+                removed.append(f.name)
+        swept = sweep_temporaries(folder)
+        counts = {s: idx.ntotal for s, idx in built.items()}
+        self.audit("reindex", user=user, spaces=counts, removed_files=removed, temporaries_removed=swept)
+        return counts
+
+    def check(self, *, records: bool = True):
+        """Verify catalog, feature store, index files and audit log agree; see :func:`check_database`."""
+        from ._check import check_database
+
+        return check_database(self, records=records)
 
     def search_vectors(self, space: str, queries: np.ndarray, k: int, *,
                        allowed_rowids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -498,7 +938,7 @@ class Database:
 
     def vectors_of(self, rowid: int, space: str) -> np.ndarray:
         rows = self._conn.execute(
-            "SELECT vec FROM vectors WHERE exhibit = ? AND space = ? ORDER BY part", (rowid, space)
+            "SELECT vec FROM vectors WHERE exhibit = ? AND space = ? ORDER BY part", (int(rowid), space)
         ).fetchall()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.empty((0, 0), np.float32)
 
@@ -518,6 +958,7 @@ class Database:
             spaces[space] = {"vectors": n, "index": "IDMap2," + (idx.factory if idx else "Flat"),
                              "dim": self._space_dim(space)}
         total = self.count()
+        n_audit, head = self.audit_head()
         return {
             "path": str(self.path),
             "format_version": FORMAT_VERSION,
@@ -528,15 +969,190 @@ class Database:
                       "per_exhibit": (cat_bytes + store_bytes + index_bytes) / total if total else 0},
             "settings": {k: v for k, v in self._conn.execute("SELECT key, value FROM settings ORDER BY key")},
             "catalog_file": str(cat),
+            "audit": {"entries": n_audit, "head": head},
         }
 
 
-def _check_text(what: str, value, *, allow_empty: bool = False) -> None:
+#: Characters refused in text fields besides C0/C1 controls: line and paragraph
+#: separators, and bidirectional overrides, embeddings and isolates, which can
+#: make an exhibit id or a metadata value display as something it is not.
+_REFUSED_CHARS = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_MAX_TEXT = 4096
+_MAX_METADATA_KEYS = 256
+
+
+def check_text(what: str, value, *, allow_empty: bool = False) -> str:
+    """Refuse a value that is not clean text; return it unchanged.
+
+    Text fields (exhibit ids, metadata keys and values, reasons) must be
+    ``str``, valid Unicode (no lone surrogates), at most 4096 characters,
+    without control characters other than tab, line or paragraph separators
+    or bidirectional-override characters; ids and keys must not be blank.
+
+    Raises
+    ------
+    DatabaseError
+        Naming the field and what is wrong.
+    """
     if not isinstance(value, str):
-        raise DatabaseError(f"{what} must be text, got {type(value).__name__}")
+        raise DatabaseError(f"{what} must be text, got {type(value).__name__} {value!r:.60}")
     if not allow_empty and not value.strip():
         raise DatabaseError(f"{what} must not be empty")
-    if any(ord(c) < 32 and c not in "\t" for c in value) or "\x7f" in value:
-        raise DatabaseError(f"{what} {value!r} contains control characters")
-    if len(value) > 4096:
-        raise DatabaseError(f"{what} is longer than 4096 characters")
+    if len(value) > _MAX_TEXT:
+        raise DatabaseError(f"{what} is longer than {_MAX_TEXT} characters")
+    for c in value:
+        cat = unicodedata.category(c)
+        if (cat == "Cc" and c != "\t") or cat == "Cs" or c in _REFUSED_CHARS:
+            kind = "a lone surrogate (not valid Unicode)" if cat == "Cs" else f"the control character U+{ord(c):04X}"
+            raise DatabaseError(f"{what} {value!r:.80} contains {kind}")
+    return value
+
+
+def validate_metadata(metadata: Mapping) -> dict[str, str]:
+    """Check exhibit metadata before anything is written; return it as a plain dict.
+
+    Keys and values must be text (see :func:`check_text`); values may be
+    empty; at most 256 keys.
+
+    Raises
+    ------
+    DatabaseError
+        Naming the key and what is wrong with it or its value.
+    """
+    if not isinstance(metadata, Mapping):
+        raise DatabaseError(f"metadata must be a mapping of text to text, got {type(metadata).__name__}")
+    if len(metadata) > _MAX_METADATA_KEYS:
+        raise DatabaseError(f"at most {_MAX_METADATA_KEYS} metadata keys are kept, got {len(metadata)}")
+    out = {}
+    for k, v in metadata.items():
+        check_text("metadata key", k)
+        check_text(f"metadata value of {k!r}", v, allow_empty=True)
+        out[k] = v
+    return out
+
+
+# kept for callers of the old private name
+_check_text = check_text
+
+
+def _check_vectors(vectors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    if not vectors:
+        raise DatabaseError("an exhibit needs at least one descriptor vector (it could never be found otherwise)")
+    for space, vecs in vectors.items():
+        check_text("descriptor space", space)
+        v = np.ascontiguousarray(np.atleast_2d(vecs), dtype=np.float32)
+        if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] == 0:
+            raise DatabaseError(f"descriptor vectors of {space!r} must be (parts, values), got shape {v.shape}")
+        if len(v) > (1 << _VECTOR_PART_BITS):
+            raise DatabaseError(f"too many vectors for one exhibit in {space!r} ({len(v)} > {1 << _VECTOR_PART_BITS})")
+        if not np.isfinite(v).all():
+            raise DatabaseError(f"descriptor vectors of {space!r} hold NaN or infinite values")
+        out[space] = v
+    return out
+
+
+def _check_parts(vector_parts: Mapping[str, Iterable[int]], vectors: Mapping[str, np.ndarray]) -> dict[str, tuple]:
+    """The part number of each vector row (default 0, 1, 2...), checked: distinct, in [0, 256)."""
+    out = {}
+    for space, v in vectors.items():
+        parts = tuple(int(p) for p in vector_parts.get(space, range(len(v))))
+        if len(parts) != len(v) or len(set(parts)) != len(parts) or not all(
+                0 <= p < (1 << _VECTOR_PART_BITS) for p in parts):
+            raise DatabaseError(f"bad vector parts for space {space!r}: {parts}; one distinct part in "
+                                f"0..{(1 << _VECTOR_PART_BITS) - 1} per vector")
+        out[space] = parts
+    unknown = set(vector_parts) - set(vectors)
+    if unknown:
+        raise DatabaseError(f"vector parts given for spaces without vectors: {sorted(unknown)}")
+    return out
+
+
+def _digests(vectors: Mapping[str, np.ndarray], parts: Mapping[str, tuple]) -> dict:
+    return vector_digests((space, p, v[i].tobytes()) for space, v in vectors.items()
+                          for i, p in enumerate(parts[space]))
+
+
+def vector_digests(rows: Iterable[tuple[str, int, bytes]]) -> dict:
+    """Per-space digest of one exhibit's ``(space, part, vec)`` rows, as its audit entry records it."""
+    by: dict[str, list[tuple[int, bytes]]] = {}
+    for space, part, vec in rows:
+        by.setdefault(space, []).append((int(part), bytes(vec)))
+    out = {}
+    for space, parts in sorted(by.items()):
+        parts.sort()
+        out[space] = {"parts": len(parts), "dim": len(parts[0][1]) // 4,
+                      "sha256": hashlib.sha256(b"".join(v for _, v in parts)).hexdigest()}
+    return out
+
+
+def _names_exhibit(details, exhibit: str) -> bool:
+    if isinstance(details, dict):
+        for k, v in details.items():
+            if k in ("id", "exhibit", "query_exhibit") and v == exhibit:
+                return True
+            if _names_exhibit(v, exhibit):
+                return True
+    elif isinstance(details, list):
+        return any(_names_exhibit(v, exhibit) or v == exhibit for v in details)
+    return False
+
+
+def _read_marker(p: Path) -> dict:
+    try:
+        marker = json.loads((p / _MARKER).read_text())
+        if not isinstance(marker, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise DatabaseError(f"{p}: unreadable {_MARKER} ({e})") from None
+    if marker.get("format") != FORMAT:
+        raise DatabaseError(f"{p}: not an ibin database ({_MARKER} says {marker.get('format')!r})")
+    try:
+        version = int(marker.get("version", 0))
+    except (TypeError, ValueError):
+        raise DatabaseError(f"{p}: {_MARKER} has no valid version") from None
+    if version > FORMAT_VERSION:
+        raise DatabaseError(
+            f"{p}: database format {version} is newer than this ibin understands ({FORMAT_VERSION})"
+        )
+    return marker
+
+
+def _sweep_creations(p: Path) -> None:
+    """Remove temporary folders of creations of ``p`` whose process died before renaming them in."""
+    for d in p.parent.glob(f".{p.name}.creating-*"):
+        try:
+            pid = int(d.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

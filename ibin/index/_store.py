@@ -34,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatabaseError
+from ._faults import point
 
 __all__ = ["FeatureStore", "RecordRef", "encode_record", "decode_record"]
 
 MAGIC = b"IBF1"
 ALIGN = 64
 SEGMENT_LIMIT = 1 << 30  # start a new segment after 1 GiB
+_CHUNK = 1 << 16  # records are written in 64 KiB pieces (a crash can tear a record between them)
 _DTYPES = {"int8", "uint8", "int16", "uint16", "int32", "int64", "float16", "float32", "float64", "bool"}
 
 
@@ -104,12 +106,25 @@ def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray],
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatabaseError(f"{where}: damaged feature record header ({e})") from None
     arrays = {}
-    for s in header["arrays"]:
-        off, nb = int(s["offset"]), int(s["nbytes"])
-        if off + nb > len(mv):
-            raise DatabaseError(f"{where}: truncated feature record (array {s['name']!r})")
-        arrays[s["name"]] = np.frombuffer(mv[off : off + nb], dtype=np.dtype(s["dtype"])).reshape(s["shape"])
-    return arrays, header.get("attrs", {})
+    try:
+        specs = header["arrays"]
+        for s in specs:
+            name, off, nb = str(s["name"]), int(s["offset"]), int(s["nbytes"])
+            if s["dtype"] not in _DTYPES:
+                raise ValueError(f"array {name!r} has unknown dtype {s['dtype']!r}")
+            dt = np.dtype(s["dtype"])
+            shape = tuple(int(n) for n in s["shape"])
+            if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != nb:
+                raise ValueError(f"array {name!r}: shape {list(shape)} does not fit {nb} bytes")
+            if off < 8 + hlen or off + nb > len(mv):
+                raise DatabaseError(f"{where}: truncated feature record (array {name!r})")
+            arrays[name] = np.frombuffer(mv[off : off + nb], dtype=dt).reshape(shape)
+        attrs = header.get("attrs", {})
+    except DatabaseError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DatabaseError(f"{where}: damaged feature record header ({type(e).__name__}: {e})") from None
+    return arrays, attrs
 
 
 class FeatureStore:
@@ -146,23 +161,31 @@ class FeatureStore:
         if path.exists() and path.stat().st_size + len(record) > SEGMENT_LIMIT and path.stat().st_size > 0:
             seg += 1
             path = self.segment_path(seg)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            offset = os.lseek(fd, 0, os.SEEK_END)
-            pad = _pad(offset)
-            if pad:  # keep every record 64-byte aligned in the file
-                os.write(fd, b"\0" * pad)
-                offset += pad
-            view = memoryview(record)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                point("store.open")
+                offset = os.lseek(fd, 0, os.SEEK_END)
+                pad = _pad(offset)
+                if pad:  # keep every record 64-byte aligned in the file
+                    _write_all(fd, b"\0" * pad)
+                    offset += pad
+                point("store.padded")
+                view = memoryview(record)
+                for start in range(0, len(view), _CHUNK):
+                    _write_all(fd, view[start : start + _CHUNK])
+                    point("store.chunk")
+                point("store.written")
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if fsync:
-            _fsync_dir(self.root)
+                _fsync_dir(self.root)
+        except OSError as e:
+            # whatever reached the file is an unreferenced tail: readers never see it
+            raise DatabaseError(f"{path}: cannot append a feature record ({e.strerror or e})") from None
+        point("store.synced")
         return RecordRef(seg, offset, len(record), hashlib.sha256(record).hexdigest())
 
     def _map(self, seg: int, need: int) -> mmap.mmap:
@@ -203,6 +226,13 @@ class FeatureStore:
                 except BufferError:  # views still alive; the map closes when they go
                     pass
             self._maps.clear()
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -5,17 +5,25 @@ a cache of it. Each file records the highest vector id it holds (its
 watermark); on opening, vectors added since are read from the catalog and
 added in memory, and deleted ones are filtered by the catalog at search
 time. So an index file that is old, or missing, is never wrong, only
-slower, and ``ibin reindex`` can always rebuild it.
+slower, and ``ibin reindex`` can always rebuild it. The file's header also
+records the SHA-256 of the index and the catalog it belongs to; a file that
+does not match them (damaged, or of another database) is not used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import secrets
+import struct
 from pathlib import Path
 
 import numpy as np
+
+from ._faults import point
 
 __all__ = ["VectorIndex", "faiss_version"]
 
@@ -115,54 +123,206 @@ class VectorIndex:
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a temporary file renamed over ``path`` (and its ``.json`` sidecar)."""
+    def save(self, path: str | os.PathLike, *, catalog_id: str | None = None) -> None:
+        """Write atomically: a temporary file, fsynced, renamed over ``path``.
+
+        The file is an ibin header followed by the FAISS index (see
+        :func:`inspect`): its watermark, catalog id, size and SHA-256 travel
+        in the same file as the vectors, so one rename replaces both and no
+        crash or concurrent save can pair an index with another's watermark.
+        ``catalog_id`` ties the file to one database.
+        """
         faiss = _faiss()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        faiss.write_index(self.index, str(tmp))
-        _fsync(tmp)
-        meta = {"dim": self.dim, "factory": self.factory, "watermark": self.watermark, "ntotal": self.ntotal,
-                "faiss": faiss_version()}
-        mtmp = path.with_name(path.name + f".json.tmp-{os.getpid()}")
-        mtmp.write_text(json.dumps(meta, indent=1))
-        _fsync(mtmp)
-        # the sidecar goes first: an index file newer than its sidecar would
-        # only re-add vectors it already has, which load() detects
-        os.replace(mtmp, path.with_name(path.name + ".json"))
-        os.replace(tmp, path)
+        sweep_temporaries(path.parent)
+        payload = faiss.serialize_index(self.index)
+        header = {"format": "ibin-index", "version": 1, "dim": self.dim, "factory": self.factory,
+                  "watermark": self.watermark, "ntotal": self.ntotal, "faiss": faiss_version(),
+                  "bytes": int(payload.nbytes), "sha256": hashlib.sha256(payload).hexdigest(), "catalog": catalog_id}
+        head = json.dumps(header, sort_keys=True).encode()
+        start = 8 + len(head)
+        start += (-start) % 64
+        tmp = _tmp_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, _MAGIC + struct.pack("<I", len(head)) + head + b"\0" * (start - 8 - len(head)))
+                _write_all(fd, memoryview(payload))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            point("index.tmp")
+            os.replace(tmp, path)
+            point("index.renamed")
+            _fsync_dir(path.parent)
+        finally:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        old_side = path.with_name(path.name + ".json")  # sidecar of the format before version 1
+        if old_side.exists():
+            try:
+                old_side.unlink()
+            except OSError:
+                pass
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dim: int, factory: str) -> "VectorIndex | None":
-        """Read an index file; None when it is missing, damaged or of another shape."""
-        faiss = _faiss()
-        path = Path(path)
-        side = path.with_name(path.name + ".json")
-        try:
-            meta = json.loads(side.read_text())
-            index = faiss.read_index(str(path))
-        except FileNotFoundError:
+    def load(cls, path: str | os.PathLike, dim: int, factory: str, *, catalog_id: str | None = None,
+             max_id: int | None = None) -> "VectorIndex | None":
+        """Read an index file; None when it is missing, damaged, of another shape or another database.
+
+        ``max_id`` is the largest vector id the catalog can have issued: an
+        index holding a larger one was not made from this catalog.
+        """
+        got, problem = inspect(path)
+        if got is None:
+            if problem is not None:
+                log.warning("%s: %s; it will be rebuilt from the catalog", path, problem)
             return None
-        except Exception as e:  # a damaged cache is rebuilt from the catalog
-            log.warning("%s: index file unreadable (%s); it will be rebuilt", path, e)
-            return None
+        index, meta = got
         if int(meta.get("dim", -1)) != dim or meta.get("factory") != factory or index.d != dim:
             return None
-        if int(meta.get("ntotal", -1)) != index.ntotal:
-            log.warning("%s: index file and its sidecar disagree; it will be rebuilt", path)
+        if catalog_id is not None and meta.get("catalog") != catalog_id:
+            log.warning("%s: index file was made for another database; it will be rebuilt", path)
+            return None
+        watermark = int(meta.get("watermark", 0))
+        if max_id is not None and watermark > max_id:
+            log.warning("%s: index file is ahead of the catalog; it will be rebuilt", path)
             return None
         self = cls.__new__(cls)
         self.dim = dim
         self.factory = factory
-        self.index = index if isinstance(index, faiss.IndexIDMap2) else faiss.IndexIDMap2(index)
-        self.watermark = int(meta.get("watermark", 0))
+        self.index = index
+        self.watermark = watermark
         return self
 
+    def ids(self) -> np.ndarray:
+        """The vector ids held (int64)."""
+        return _faiss().vector_to_array(self.index.id_map).astype(np.int64)
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    def stored_vectors(self) -> np.ndarray | None:
+        """The stored vectors in :meth:`ids` order, for exact (``Flat``) storage; None otherwise."""
+        faiss = _faiss()
+        base = faiss.downcast_index(self.index.index)
+        if not isinstance(base, faiss.IndexFlat):
+            return None
+        return faiss.vector_to_array(base.codes).view(np.float32).reshape(-1, self.dim)
+
+
+_MAGIC = b"IBX1"
+
+
+def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | None]:
+    """Read an index file, verifying its header, size and SHA-256.
+
+    File layout: ``b"IBX1"``, header length (uint32 LE), header JSON
+    (``dim``, ``factory``, ``watermark``, ``ntotal``, ``catalog``,
+    ``bytes``, ``sha256`` of the payload), zero padding to a multiple of 64,
+    then the FAISS index as ``faiss.serialize_index`` writes it.
+
+    Returns
+    -------
+    ((index, header) or None, problem or None)
+        ``(None, None)`` when there is no index file, or one in the format
+        of ibin 0.1 (a bare FAISS file with a JSON sidecar, which is
+        rebuilt): neither is a problem.
+    """
+    faiss = _faiss()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, f"index file unreadable ({e.strerror or e})"
+    if raw[:4] != _MAGIC:
+        if raw[:4] in (b"IxM2", b"IxMp") and path.with_name(path.name + ".json").exists():
+            return None, None  # ibin 0.1 format: a cache without checksum, simply rebuilt
+        return None, "index file does not start with its magic bytes (damaged, or not an ibin index file)"
+    try:
+        (hlen,) = struct.unpack("<I", raw[4:8])
+        meta = json.loads(raw[8 : 8 + hlen].decode())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        start = 8 + hlen + (-(8 + hlen)) % 64
+        nbytes, sha = int(meta["bytes"]), str(meta["sha256"])
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        return None, f"index file header damaged ({e})"
+    payload = memoryview(raw)[start:]
+    if len(payload) != nbytes:
+        return None, f"index file holds {len(payload)} bytes of index, its header says {nbytes}: damaged"
+    if hashlib.sha256(payload).hexdigest() != sha:
+        return None, "index file damaged: its content does not match the SHA-256 in its header"
+    try:
+        index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+    except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError with its own text
+        return None, f"index file unreadable by FAISS ({e})"
+    if not isinstance(index, faiss.IndexIDMap2):
+        return None, "index file holds vectors without ids"
+    if int(meta.get("ntotal", -1)) != index.ntotal:
+        return None, "index file header and content disagree on the number of vectors"
+    return (index, meta), None
+
+
+_TMP_RE = re.compile(r"\.tmp-(\d+)(?:-[0-9a-f]+)?$")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def temporaries(folder: Path) -> list[tuple[Path, bool]]:
+    """Temporary files of interrupted saves in ``folder``: ``(path, owner process still alive)``."""
+    out = []
+    for p in sorted(folder.glob("*.tmp-*")):
+        m = _TMP_RE.search(p.name)
+        if m:
+            out.append((p, _alive(int(m.group(1)))))
+    return out
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Remove temporary files left by saves whose process has died; returns how many."""
+    n = 0
+    for p, alive in temporaries(folder):
+        if not alive:
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
