@@ -526,12 +526,31 @@ def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | 
         if rowid != exclude_rowid:
             scores[rowid] = s
     k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
-    _, rowids, _ = db.search_vectors(f"{kind}/{prep.modality}", prep.descriptor[None], k_spec, allowed_rowids=allowed)
+    space = f"{kind}/{prep.modality}"
+    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k_spec, allowed_rowids=allowed,
+                                     factory=spectral_index_factory(db.space_size(space)))
     spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
     polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
     ids = polar_order + [r for r in spectral if r not in scores]
     recs = db.get_rowids(ids)
     return [recs[i] for i in ids if i in recs]
+
+
+#: Below this many exhibits the spectral descriptors are searched exactly.
+EXACT_INDEX_LIMIT = 100_000
+
+
+def spectral_index_factory(n: int) -> str:
+    """FAISS index for ``n`` spectral descriptors: exact below :data:`EXACT_INDEX_LIMIT`, IVF with 8-bit scalar quantisation above.
+
+    ``4 sqrt(n)`` inverted lists (rounded to a power of two), the usual
+    FAISS guideline; see ``benchmarks/results/scale.json`` for recall and
+    latency against exact search.
+    """
+    if n < EXACT_INDEX_LIMIT:
+        return "Flat"
+    nlist = 1 << int(round(math.log2(4 * math.sqrt(n))))
+    return f"IVF{nlist},SQ8"
 
 
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:

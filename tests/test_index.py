@@ -120,3 +120,23 @@ def test_vector_index_empty_and_selector():
     idx.add(np.array([10, 20, 30]), np.eye(4, dtype=np.float32)[:3])
     D, I = idx.search(np.eye(4, dtype=np.float32)[:1], 3, allowed=np.array([20, 30]))
     assert set(I[0]) == {20, 30, -1}
+
+
+def test_ivf_index_when_asked_and_filters_inside(tmp_path):
+    """An IVF index is trained from the catalog when asked for; filters still return k allowed results."""
+    from ibin.engine import spectral_index_factory
+
+    assert spectral_index_factory(1000) == "Flat"
+    assert spectral_index_factory(1_000_000).startswith("IVF4096")
+    rng = np.random.default_rng(3)
+    db = Database.create(tmp_path / "db")
+    for i in range(300):
+        db.add(_ex(i, meta={"agency": "A" if i % 2 else "B"}, dim=16, rng=rng), durable=False)
+    q = rng.normal(size=(1, 16)).astype(np.float32)
+    D0, R0, _ = db.search_vectors("cartridge/height", q, 10)
+    D1, R1, _ = db.search_vectors("cartridge/height", q, 10, factory="IVF16,Flat")
+    assert db.index("cartridge/height", factory="IVF16,Flat").nprobe == 8
+    assert len(set(R0[0]) & set(R1[0])) >= 8  # half the lists probed: nearly exact
+    allowed = db.rowids(filters={"agency": "B"})
+    _, R2, _ = db.search_vectors("cartridge/height", q, 10, factory="IVF16,Flat", allowed_rowids=allowed)
+    assert set(R2[0]) <= set(allowed) and len(set(R2[0]) - {-1}) == 10

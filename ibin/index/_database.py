@@ -820,7 +820,7 @@ class Database:
             return None
         idx = self._indexes.get(space)
         path = self.index_path(space)
-        if idx is None or idx.dim != dim:
+        if idx is None or idx.dim != dim or idx.factory != factory:
             idx = VectorIndex.load(path, dim, factory, catalog_id=self.catalog_id)
             if idx is not None and idx.watermark > self.max_vector_id(latest=True):
                 # vector ids the catalog never issued: the catalog was restored from an older copy
@@ -891,10 +891,22 @@ class Database:
 
         return check_database(self, records=records)
 
+    def space_size(self, space: str) -> int:
+        """Vectors the catalog holds in a space (a loaded index's count when it is current)."""
+        idx = self._indexes.get(space)
+        if idx is not None:
+            return idx.ntotal
+        return self._count_vectors(space)
+
     def search_vectors(self, space: str, queries: np.ndarray, k: int, *,
-                       allowed_rowids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Nearest stored vectors: ``(scores (n, k), exhibit rowids (n, k), parts (n, k))``; -1 = empty."""
-        idx = self.index(space)
+                       allowed_rowids: np.ndarray | None = None,
+                       factory: str = "Flat") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nearest stored vectors: ``(scores (n, k), exhibit rowids (n, k), parts (n, k))``; -1 = empty.
+
+        ``factory`` is the index wanted for the space (:class:`VectorIndex`);
+        an index file of another kind is rebuilt (trained) from the catalog.
+        """
+        idx = self.index(space, factory=factory)
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if idx is None:
             empty = np.full((len(q), k), -1, np.int64)

@@ -65,6 +65,19 @@ class VectorIndex:
         return int(self.index.ntotal)
 
     @property
+    def nprobe(self) -> int:
+        """Inverted lists visited per query for an IVF index (0 for exact indexes).
+
+        A sixteenth of the lists, at least 8: measured in
+        ``benchmarks/results/scale.json`` against exact search.
+        """
+        faiss = _faiss()
+        base = faiss.downcast_index(self.index.index)
+        if isinstance(base, faiss.IndexIVF):
+            return max(8, base.nlist // 16)
+        return 0
+
+    @property
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
@@ -90,13 +103,17 @@ class VectorIndex:
         k = max(1, int(k))
         if self.ntotal == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        params = None
+        sel = None
         if allowed is not None:
             allowed = np.ascontiguousarray(np.unique(allowed), dtype=np.int64)
             if len(allowed) == 0:
                 return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
             sel = faiss.IDSelectorBatch(allowed)
-            params = faiss.SearchParameters(sel=sel)
+        nprobe = self.nprobe
+        if nprobe:
+            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel) if sel is not None else faiss.SearchParametersIVF(nprobe=nprobe)
+        else:
+            params = faiss.SearchParameters(sel=sel) if sel is not None else None
         D, I = self.index.search(q, k, params=params)
         D = np.where(I < 0, -np.inf, D).astype(np.float32)
         return D, I.astype(np.int64)
