@@ -688,6 +688,7 @@ def search_exhibits(
     kind: str = "cartridge",
     params: SearchParams | None = None,
     user: str | None = None,
+    processes: int = 1,
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
 
@@ -703,6 +704,11 @@ def search_exhibits(
     params : SearchParams, optional
     user : str, optional
         Who searches, for the audit log.
+    processes : int
+        Worker processes (a cold-case sweep over a large database uses every
+        core). Each worker opens the database read-only and works through
+        its share of the queries; lead lists come back in query order. With
+        one process, each pair of exhibits is compared once for both lists.
 
     Yields
     ------
@@ -715,15 +721,49 @@ def search_exhibits(
         return
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
-    cache = _Cache()
-    total = db.count(kind=kind)
     for rec in recs:
-        t0 = time.perf_counter()
         if rec.kind != kind:
             raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a {kind}")
+    total = db.count(kind=kind)
+    if processes > 1 and len(recs) > 1:
+        from multiprocessing import get_context
+
+        chunks = [[r.id for r in recs[i : i + 16]] for i in range(0, len(recs), 16)]
+        single = SearchParams(top=p.top, candidates=p.candidates, verify=p.verify, filters=p.filters, workers=1)
+        with get_context("spawn").Pool(processes, initializer=_sweep_init, initargs=(str(db.path),)) as pool:
+            for lists in pool.imap(_sweep_chunk, [(c, kind, single, total) for c in chunks]):
+                for ll in lists:
+                    _audit_search(db, ll, p, user, {"exhibit": ll.query_id})
+                    yield ll
+        return
+    cache = _Cache()
+    for rec in recs:
+        t0 = time.perf_counter()
         q = cache.prepared(db, rec)
         yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total,
                          user=user, audit_query={"exhibit": rec.id})
+
+
+_SWEEP: dict = {}
+
+
+def _sweep_init(path: str) -> None:
+    """Worker of a parallel sweep: one read-only database handle and one cache for its lifetime."""
+    _SWEEP["db"] = open_database(path, readonly=True)
+    _SWEEP["cache"] = _Cache(max_items=500)
+
+
+def _sweep_chunk(task) -> list[LeadList]:
+    ids, kind, p, total = task
+    db, cache = _SWEEP["db"], _SWEEP["cache"]
+    out = []
+    for ex_id in ids:
+        t0 = time.perf_counter()
+        rec = db.get(ex_id)
+        q = cache.prepared(db, rec)
+        out.append(_lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0,
+                              total=total))
+    return out
 
 
 # ---------------------------------------------------------------- compare

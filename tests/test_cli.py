@@ -162,3 +162,16 @@ def test_screen_stage_keeps_the_mate(db, scans, capsys):
     ll = json.loads(capsys.readouterr().out)
     assert ll["leads"][0]["id"] == "f1-s0" and len(ll["leads"]) == 2
     assert "screen" in ll["timing_ms"]
+
+
+def test_parallel_sweep_matches_serial(db, capsys):
+    """search --all with two worker processes gives the same lead lists as one process."""
+    capsys.readouterr()
+    assert main(["search", str(db), "--all", "--format", "json", "--top", "3", "--processes", "1"]) == 0
+    serial = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert main(["search", str(db), "--all", "--format", "json", "--top", "3", "--processes", "2"]) == 0
+    parallel = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["query"]["id"] for l in serial] == [l["query"]["id"] for l in parallel]
+    for a, b in zip(serial, parallel):
+        assert [x["id"] for x in a["leads"]] == [x["id"] for x in b["leads"]]
+        assert [x["score"] for x in a["leads"]] == pytest.approx([x["score"] for x in b["leads"]], abs=1e-3)

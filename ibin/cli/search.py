@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
     p.add_argument("--user", help="who searches, for the audit log (default: $IBIN_USER or the login name)")
+    p.add_argument("--processes", type=int, default=None, metavar="P",
+                   help="worker processes for --id/--all (default: every core when each query's lead list "
+                        "is a small part of the database, else 1, which compares each pair once)")
     p.set_defaults(_trailing_files="files")
 
 
@@ -79,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
             lists = []
             done = 0
             for k, ids in batches:
-                for ll in search_exhibits(db, ids, kind=k, params=params, user=args.user):
+                procs = args.processes
+                if procs is None:
+                    import os
+
+                    big = db.count(kind=k) > 4 * (params.candidates + params.n_verify)
+                    procs = (os.cpu_count() or 1) if big and k == "cartridge" else 1
+                for ll in search_exhibits(db, ids, kind=k, params=params, user=args.user, processes=procs):
                     lists.append(ll)
                     done += 1
                     bar.update(done, ll.query_id)
