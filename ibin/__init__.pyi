@@ -5,8 +5,10 @@ from .engine import (
     SearchParams,
     compare,
     ingest,
+    load_prepared,
     open_database,
     prepare,
+    record_disposition,
     search,
     search_exhibits,
 )

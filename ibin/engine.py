@@ -7,7 +7,8 @@ pipeline runs:
 * :func:`ingest` puts scans on file;
 * :func:`search` returns the lead list of a new scan (it is not added);
 * :func:`search_exhibits` re-correlates exhibits already on file;
-* :func:`compare` compares two scans directly.
+* :func:`compare` compares two scans directly;
+* :func:`record_disposition` records an examiner's verdict on a lead.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = [
     "compare",
     "prepare",
     "open_database",
+    "load_prepared",
+    "record_disposition",
     "KINDS",
 ]
 
@@ -311,6 +314,21 @@ def _rerank(query: _Prepared, records, db, cache: dict | None = None, *, query_r
     return out
 
 
+def _with_dispositions(db, query_id: str | None, leads: tuple[Lead, ...]) -> tuple[Lead, ...]:
+    """Each lead with the examiner's current disposition of the pair (``"not reviewed"`` when none)."""
+    from dataclasses import replace
+
+    from .index import Disposition
+
+    on_file = db.reviews.of(query_id) if query_id is not None else {}
+    return tuple(replace(l, extra={**l.extra, "disposition": on_file.get(l.id, Disposition(query_id or "", l.id)).to_dict()})
+                 for l in leads)
+
+
+def _details(prep, ranked) -> dict:
+    return {"query": prep, "comparisons": {rec.id: r for _, rec, r in ranked if not isinstance(r, str)}}
+
+
 def _lead(rank: int, rec, r) -> Lead:
     if isinstance(r, str):
         return Lead(rank=rank, id=rec.id, score=float("-inf"), status=r, metadata=dict(rec.metadata))
@@ -345,6 +363,7 @@ def search(
     params: SearchParams | None = None,
     pixel_um: float | None = None,
     query_id: str | None = None,
+    details: dict | None = None,
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
 
@@ -358,6 +377,10 @@ def search(
         Pixel size for image and ``.npy`` queries.
     query_id : str, optional
         Name of the query in the lead list (default: the file stem).
+    details : dict, optional
+        If given, ``details[query_id]`` receives ``{"query": prepared query,
+        "comparisons": {lead id: AreaComparison}}`` for the leads returned
+        (what a report draws, without preparing or comparing again).
 
     Returns
     -------
@@ -376,8 +399,13 @@ def search(
     ranked = _rerank(q, cands, db)
     t3 = time.perf_counter()
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: p.top]))
+    qid = query_id or scan.name
+    if details is not None:
+        details[qid] = _details(prep, ranked[: p.top])
+    # a scan already on file (same SHA-256) shows the verdicts recorded for that exhibit
+    leads = _with_dispositions(db, db.find_source(scan.sha256 or _values_sha(scan), kind), leads)
     return LeadList(
-        query_id=query_id or scan.name, query_file=scan.source, kind=kind, leads=leads,
+        query_id=qid, query_file=scan.source, kind=kind, leads=leads,
         database_path=str(db.path), database_exhibits=db.count(kind=kind),
         timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3},
@@ -390,6 +418,7 @@ def search_exhibits(
     *,
     kind: str = "cartridge",
     params: SearchParams | None = None,
+    details: dict | None = None,
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
 
@@ -400,6 +429,9 @@ def search_exhibits(
         Exhibits to use as queries; all of ``kind`` when None.
     kind : str
     params : SearchParams, optional
+    details : dict, optional
+        As for :func:`search`, filled for every query (keep it only for a
+        few queries: it holds their prepared arrays).
 
     Yields
     ------
@@ -425,7 +457,9 @@ def search_exhibits(
         t2 = time.perf_counter()
         ranked = _rerank(q, cands, db, cache, query_rowid=rec.rowid, pairs=pairs)
         t3 = time.perf_counter()
-        leads = tuple(_lead(i + 1, r2, r) for i, (_, r2, r) in enumerate(ranked[: p.top]))
+        leads = _with_dispositions(db, rec.id, tuple(_lead(i + 1, r2, r) for i, (_, r2, r) in enumerate(ranked[: p.top])))
+        if details is not None:
+            details[rec.id] = _details(q.prep, ranked[: p.top])
         yield LeadList(
             query_id=rec.id, query_file=rec.source_name, kind=kind, leads=leads,
             database_path=str(db.path), database_exhibits=total,
@@ -452,3 +486,43 @@ def compare(a: Scan | str | os.PathLike, b: Scan | str | os.PathLike, *, kind: s
     pa = prepare(_as_scan(a, pixel_um), kind)
     pb = prepare(_as_scan(b, pixel_um), kind)
     return compare_prepared(pa, pb)
+
+
+# ---------------------------------------------------------------- review
+
+
+def load_prepared(db, exhibit_id: str):
+    """The prepared arrays of an exhibit on file.
+
+    Returns
+    -------
+    ibin.features.PreparedCartridge
+    """
+    rec = db.get(exhibit_id)
+    _check_kind(rec.kind)
+    return _load_prepared(db, rec)
+
+
+def record_disposition(db, query_id: str, lead_id: str, status: str, *, comment: str = "",
+                       user: str | None = None):
+    """Record an examiner's disposition of a lead: ``"hit"``, ``"no hit"`` or ``"not reviewed"``.
+
+    The verdict belongs to the pair of exhibits (see :mod:`ibin.index._reviews`);
+    it appears in their lead lists, in ``ibin info`` and, for hits, in
+    ``ibin hits``, and goes to the audit log when the database keeps one.
+
+    Parameters
+    ----------
+    db : Database
+    query_id, lead_id : str
+        Exhibits on file.
+    status : str
+    comment : str
+    user : str, optional
+        Who records it (default: ``$IBIN_USER`` or the login name).
+
+    Returns
+    -------
+    ibin.index.Disposition
+    """
+    return db.reviews.record(query_id, lead_id, status, comment=comment, user=_user(user))

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["main"]
 
-COMMANDS = ("ingest", "search", "compare", "info", "demo")
+COMMANDS = ("ingest", "search", "compare", "info", "demo", "hits")
 
 
 def _get_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from ..errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
+from ._reviews import Reviews
 from ._store import FeatureStore, RecordRef, encode_record
 from ._vectors import VectorIndex
 
@@ -134,6 +135,7 @@ class Database:
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.Lock()
         self.on_wait: Callable[[float], None] | None = None
+        self.reviews = Reviews(self)  # examiners' dispositions of leads (see _reviews)
 
     # ------------------------------------------------------------------ opening
     @classmethod
