@@ -1,4 +1,4 @@
-from . import correlate, data, features, index, synth
+from . import correlate, data, features, index, report, synth
 from .engine import (
     IngestReport,
     IngestResult,

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["main"]
 
-COMMANDS = ("ingest", "search", "compare", "info", "demo", "hits")
+COMMANDS = ("ingest", "search", "compare", "info", "demo", "report", "serve", "hits")
 
 
 def _get_parser() -> argparse.ArgumentParser:
