@@ -370,3 +370,24 @@ def test_report_cli_errors(review_db, tmp_path, capsys):
     assert main(["report", str(review_db.path), "--id", "nope", "-o", str(tmp_path / "x.html")]) == 2
     assert "no exhibit 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_plot_scores_script(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "plot_scores.py"
+    spec = importlib.util.spec_from_file_location("plot_scores", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "a.json").write_text(json.dumps({"same": [9, 12], "diff": [1, 2, 3]}))
+    (tmp_path / "b.json").write_text(json.dumps([{"score": 9, "same": True}, {"score": 2, "same_firearm": False}]))
+    (tmp_path / "c.json").write_text(json.dumps([{"score": 9}]))
+    assert mod.read_scores(tmp_path / "a.json") == ([9.0, 12.0], [1.0, 2.0, 3.0])
+    assert mod.read_scores(tmp_path / "b.json") == ([9.0], [2.0])
+    assert mod.main([str(tmp_path / "a.json"), "--out", str(tmp_path / "plots"), "--threshold", "6"]) == 0
+    assert "AUC 1.0000" in capsys.readouterr().out
+    assert (tmp_path / "plots" / "roc.png").exists() and (tmp_path / "plots" / "scores.png").exists()
+    assert mod.main([str(tmp_path / "c.json"), "--out", str(tmp_path / "plots")]) == 2
+    assert "'same'" in capsys.readouterr().err

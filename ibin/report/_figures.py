@@ -157,7 +157,7 @@ def plot_surface(ax, values: np.ndarray, pixel_um: float, *, title: str | None =
 
 
 def add_scale_bar(ax, pixel_um: float, *, length_um: float | None = None, width_px: int | None = None,
-                  height_px: int | None = None):
+                  height_px: int | None = None, at: tuple[float, float] | None = None):
     """Draw a scale bar at the lower left of an image drawn in pixel units.
 
     Parameters
@@ -170,6 +170,9 @@ def add_scale_bar(ax, pixel_um: float, *, length_um: float | None = None, width_
         Bar length; default a round length near a fifth of the width.
     width_px, height_px : int, optional
         Image size; default from the axes limits.
+    at : (float, float), optional
+        Data position (x, y) of the bar's lower left end; default inside
+        the image's lower left corner.
 
     Returns
     -------
@@ -188,8 +191,7 @@ def add_scale_bar(ax, pixel_um: float, *, length_um: float | None = None, width_
     L = length_um if length_um is not None else nice_length_um(w * pixel_um)
     n = L / pixel_um
     bar_h = max(h * 0.018, 1.0)
-    left = x0 + 0.05 * w
-    bottom = y1 - 0.06 * h  # y grows downwards on images
+    left, bottom = (x0 + 0.05 * w, y1 - 0.06 * h) if at is None else at  # y grows downwards on images
     bar = Rectangle((left, bottom - bar_h), n, bar_h, facecolor="black", edgecolor="white", linewidth=1.0,
                     gid="scale-bar", zorder=5)
     ax.add_patch(bar)
@@ -282,7 +284,7 @@ def _number_labels(ax, xy, texts, emphasis) -> None:
 
 
 def plot_overlay(ax, query: np.ndarray, lead: np.ndarray, pixel_um: float, *, title: str | None = "overlay",
-                 clip: float = 2.5, legend: bool = False):
+                 clip: float = 2.5, legend: bool = False, scale_bar: bool = True):
     """Both aligned surfaces in one image: blue where the query is higher, orange where the lead is.
 
     Where they agree the colour is grey (dark to light with the height), so
@@ -315,7 +317,8 @@ def plot_overlay(ax, query: np.ndarray, lead: np.ndarray, pixel_um: float, *, ti
         ax.legend(handles=[Patch(color=(0, 0.5, 1), label="query higher"), Patch(color=(1, 0.5, 0), label="lead higher"),
                            Patch(color=(0.5, 0.5, 0.5), label="agree")],
                   loc="upper right", fontsize=6.5, framealpha=0.85, handlelength=1.0, borderpad=0.3)
-    add_scale_bar(ax, pixel_um, width_px=a.shape[1], height_px=a.shape[0])
+    if scale_bar:
+        add_scale_bar(ax, pixel_um, width_px=a.shape[1], height_px=a.shape[0])
     return im
 
 
@@ -353,7 +356,7 @@ def plot_correlation_surface(ax, shift_um: np.ndarray, correlation: np.ndarray, 
         from matplotlib.ticker import MaxNLocator
 
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03, ticks=MaxNLocator(3))
-        cb.set_label("CCF", fontsize=8)
+        cb.ax.set_title("CCF", fontsize=8)
         cb.ax.tick_params(labelsize=7)
     return im
 
@@ -437,16 +440,22 @@ def _few_ticks(ax, *, x: bool = True, y: bool = True, n: int = 3) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _fit_cells(pixel_um: float, shape: tuple[int, int], axes, cells) -> None:
-    """Widen the image axes so that cells overhanging the surface's edges show whole (same limits on all)."""
+def _fit_cells(pixel_um: float, shape: tuple[int, int], axes, cells) -> tuple[float, float]:
+    """Widen the image axes so that cells overhanging the surface's edges show whole, with room for a scale bar below.
+
+    The same limits go to every axes; returns the left edge and the bottom
+    (largest y) of the widened view.
+    """
     x0, x1, y0, y1 = -0.5, shape[1] - 0.5, -0.5, shape[0] - 0.5
     for c in cells:
         xy = np.asarray(c.corners_um) / pixel_um - 0.5
         x0, x1 = min(x0, xy[:, 0].min() - 2), max(x1, xy[:, 0].max() + 2)
         y0, y1 = min(y0, xy[:, 1].min() - 2), max(y1, xy[:, 1].max() + 2)
+    y1 += 0.09 * shape[0]
     for ax in axes:
         ax.set_xlim(x0, x1)
         ax.set_ylim(y1, y0)
+    return x0, y1
 
 
 def cartridge_key() -> str:
@@ -507,14 +516,18 @@ def cartridge_lead_figure(ev: CartridgeEvidence, *, rank: int | None = None, tit
                           hspace=0.22, height_ratios=[1.2, 1.0])
     px = ev.pixel_um
     a1 = fig.add_subplot(gs[0, 0])
-    plot_surface(a1, ev.query_surface, px, title=f"query {ev.query_id}: its cells")
+    plot_surface(a1, ev.query_surface, px, title=f"query {ev.query_id}: its cells", scale_bar=False)
     draw_cells(a1, ev.cells_query, px)
     a2 = fig.add_subplot(gs[0, 1])
-    plot_surface(a2, ev.lead_aligned, px, title=f"lead {ev.lead_id}, aligned: where the cells matched")
+    plot_surface(a2, ev.lead_aligned, px, title=f"lead {ev.lead_id}, aligned: where the cells matched",
+                 scale_bar=False)
     draw_cells(a2, ev.cells_lead, px)
     a3 = fig.add_subplot(gs[0, 2])
-    plot_overlay(a3, ev.query_surface, ev.lead_aligned, px, title="overlay (aligned)")
-    _fit_cells(px, ev.query_surface.shape, (a1, a2, a3), ev.cells_query + ev.cells_lead)
+    plot_overlay(a3, ev.query_surface, ev.lead_aligned, px, title="overlay (aligned)", scale_bar=False)
+    x0, y1 = _fit_cells(px, ev.query_surface.shape, (a1, a2, a3), ev.cells_query + ev.cells_lead)
+    for ax in (a1, a2, a3):  # under the surfaces and cells, where nothing else is drawn
+        add_scale_bar(ax, px, width_px=ev.query_surface.shape[1], height_px=ev.query_surface.shape[0],
+                      at=(x0 + 4, y1 - 2))
     b1 = fig.add_subplot(gs[1, 0])
     plot_correlation_surface(b1, ev.shift_um, ev.correlation)
     b2 = fig.add_subplot(gs[1, 1])
@@ -741,7 +754,8 @@ def roc_figure(same_scores, diff_scores, path=None, *, title: str | None = None,
     fig = new_figure(4.8, 4.6)
     ax = fig.add_axes([0.14, 0.12, 0.8, 0.78])
     ax.plot([0, 1], [0, 1], color=GREY, linestyle=":", linewidth=1.0, label="chance")
-    ax.step(fpr, tpr, where="post", color=BLUE, linewidth=1.8, label=f"{label} (AUC {auc:.3f})", gid="roc")
+    # straight segments between thresholds: tied scores give the diagonal the trapezoidal AUC counts
+    ax.plot(fpr, tpr, color=BLUE, linewidth=1.8, label=f"{label} (AUC {auc:.3f})", gid="roc")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
