@@ -391,3 +391,23 @@ def test_plot_scores_script(tmp_path, capsys):
     assert (tmp_path / "plots" / "roc.png").exists() and (tmp_path / "plots" / "scores.png").exists()
     assert mod.main([str(tmp_path / "c.json"), "--out", str(tmp_path / "plots")]) == 2
     assert "'same'" in capsys.readouterr().err
+
+
+def test_lead_picture_notes_instead_of_failing(review_db):
+    from ibin.engine import load_prepared, open_database
+    from ibin.leads import Lead
+    from ibin.report import lead_picture
+
+    db = open_database(review_db.path, readonly=True)
+    try:
+        q = load_prepared(db, "f0-s0")
+        failed = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=float("-inf"), status="failed: unreadable"),
+                              query_id="f0-s0")
+        assert failed.png is None and "failed: unreadable" in failed.note
+        other_kind = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=1.0), query_id="f0-s0", kind="bullet")
+        assert other_kind.png is None and "no pictures for bullet leads yet" in other_kind.note
+        # compared again without the search's comparison, a score that does not match is flagged
+        stale = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=99.0), query_id="f0-s0")
+        assert stale.png is not None and "scored" in stale.note and "99.0000" in stale.note
+    finally:
+        db.close()

@@ -29,7 +29,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
-from ..errors import DatabaseError, ExhibitNotFoundError
+from ..errors import ExhibitNotFoundError
 
 __all__ = ["DISPOSITION_STATUSES", "Disposition", "Hit", "Reviews"]
 

@@ -84,17 +84,22 @@ class Report:
     timing_ms: dict = field(default_factory=dict)
 
 
-def lead_picture(db, query_prep, lead: Lead, *, query_id: str, comparison=None, header: bool = False,
-                 dpi: float = 100.0) -> LeadPicture:
+def lead_picture(db, query_prep, lead: Lead, *, query_id: str, kind: str = "cartridge", comparison=None,
+                 header: bool = False, dpi: float = 100.0) -> LeadPicture:
     """Draw the evidence of one lead.
 
     Parameters
     ----------
     db : Database
     query_prep : PreparedCartridge
+        The prepared query (``search(..., details=...)`` or
+        :func:`ibin.engine.load_prepared`).
     lead : Lead
         A lead of the query's lead list.
     query_id : str
+    kind : str
+        Exhibit kind: selects how the evidence is computed and drawn
+        (``_PICTURES``; a kind without pictures yet gets a note).
     comparison : AreaComparison, optional
         The comparison behind the lead (``search(..., details=...)``);
         without it the query and the lead are compared again, and a score
@@ -108,27 +113,44 @@ def lead_picture(db, query_prep, lead: Lead, *, query_id: str, comparison=None, 
     -------
     LeadPicture
     """
-    from ..correlate import compare_prepared
-    from ..engine import load_prepared
     from ..errors import IbinError
-    from ._evidence import cartridge_evidence
-    from ._figures import cartridge_lead_figure, figure_png
 
     if lead.status != "ok":
         return LeadPicture(lead, None, None, f"no picture: the comparison {lead.status}")
+    draw = _PICTURES.get(kind)
+    if draw is None:
+        return LeadPicture(lead, None, None, f"no pictures for {kind} leads yet")
     try:
-        lead_prep = load_prepared(db, lead.id)
-        r = compare_prepared(query_prep, lead_prep) if comparison is None else comparison
-        ev = cartridge_evidence(query_prep, lead_prep, r, query_id=query_id, lead_id=lead.id)
-        png = figure_png(cartridge_lead_figure(ev, rank=lead.rank, header=header, dpi=dpi))
+        return draw(db, query_prep, lead, query_id=query_id, comparison=comparison, header=header, dpi=dpi)
     except (IbinError, ValueError) as e:
         return LeadPicture(lead, None, None, f"no picture: {e}")
+
+
+def _cartridge_picture(db, query_prep, lead: Lead, *, query_id: str, comparison, header: bool,
+                       dpi: float) -> LeadPicture:
+    from ..correlate import compare_prepared
+    from ..engine import load_prepared
+    from ._evidence import cartridge_evidence
+    from ._figures import cartridge_lead_figure, figure_png
+
+    lead_prep = load_prepared(db, lead.id)
+    r = compare_prepared(query_prep, lead_prep) if comparison is None else comparison
+    ev = cartridge_evidence(query_prep, lead_prep, r, query_id=query_id, lead_id=lead.id)
+    png = figure_png(cartridge_lead_figure(ev, rank=lead.rank, header=header, dpi=dpi))
     note = ""
     if not math.isclose(r.score, lead.score, rel_tol=0, abs_tol=1e-4):
         note = (f"the comparison repeated for this picture scored {r.score:.4f}, the lead list {lead.score:.4f}: "
                 "the database changed or the exhibits were prepared differently")
         log.warning("%s vs %s: %s", query_id, lead.id, note)
     return LeadPicture(lead, png, ev, note)
+
+
+#: How the pictures of a lead are made, by exhibit kind. The bullet path adds
+#: ``"bullet"``: a function of the same signature that fills a
+#: :class:`~ibin.report.BulletEvidence` (land signatures, land score matrix,
+#: matched phase) from the bullet comparison and draws it with
+#: :func:`~ibin.report.bullet_lead_figure`.
+_PICTURES = {"cartridge": _cartridge_picture}
 
 
 def build_report(
@@ -188,8 +210,8 @@ def build_report(
         qmd = dict(db.get(on_file).metadata) if on_file else {}
     qprep, comparisons = details[ll.query_id]["query"], details[ll.query_id]["comparisons"]
     t1 = time.perf_counter()
-    pics = tuple(lead_picture(db, qprep, lead, query_id=ll.query_id, comparison=comparisons.get(lead.id), dpi=dpi)
-                 for lead in ll.leads[:pictures])
+    pics = tuple(lead_picture(db, qprep, lead, query_id=ll.query_id, kind=ll.kind, comparison=comparisons.get(lead.id),
+                              dpi=dpi) for lead in ll.leads[:pictures])
     qpng = figure_png(query_figure(qprep.surface, qprep.pixel_um, title=f"query {ll.query_id}", dpi=dpi))
     t2 = time.perf_counter()
     return Report(

@@ -64,11 +64,14 @@ class _LRU(OrderedDict):
         if key in self:
             self.move_to_end(key)
             return self[key]
-        v = make()
-        self[key] = v
+        return self.put(key, make())
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
         while len(self) > self.size:
             self.popitem(last=False)
-        return v
+        return value
 
 
 class _ApiError(Exception):
@@ -193,8 +196,14 @@ class ReviewServer:
                 raise _ApiError(404, str(e)) from None
             key = (exhibit_id, top, self.db.count(kind=rec.kind))
             params = SearchParams(top=top, candidates=max(self.candidates, top))
-            return self._lists.get_or(key, lambda: next(iter(search_exhibits(self.db, [exhibit_id], kind=rec.kind,
-                                                                             params=params))))
+
+            def make():
+                details: dict = {}
+                ll = next(iter(search_exhibits(self.db, [exhibit_id], kind=rec.kind, params=params, details=details)))
+                self._prepared.put(exhibit_id, details[exhibit_id]["query"])
+                return ll, details[exhibit_id]["comparisons"]
+
+            return self._lists.get_or(key, make)
 
     def leads(self, exhibit_id: str, top: int | None = None) -> dict:
         """The lead list JSON of an exhibit, with the current dispositions."""
@@ -203,7 +212,7 @@ class ReviewServer:
         top = self.top if top is None else top
         if not 1 <= top <= 1000:
             raise _ApiError(400, "top must be between 1 and 1000")
-        ll = self._lead_list(exhibit_id, top)
+        ll, _ = self._lead_list(exhibit_id, top)
         with self._lock:
             on_file = self.db.reviews.of(exhibit_id)
         leads = tuple(replace(l, extra={**l.extra, "disposition": (on_file[l.id].to_dict() if l.id in on_file else
@@ -221,10 +230,9 @@ class ReviewServer:
         from ._report import lead_picture
 
         with self._lock:
-            ll = next((c for (q, _, _), c in reversed(self._lists.items())
-                       if q == query_id and any(l.id == lead_id for l in c.leads)), None)
-            if ll is None:
-                ll = self._lead_list(query_id, self.top)
+            found = next((c for (q, _, _), c in reversed(self._lists.items())
+                          if q == query_id and any(l.id == lead_id for l in c[0].leads)), None)
+            ll, comparisons = found if found is not None else self._lead_list(query_id, self.top)
             lead = next((l for l in ll.leads if l.id == lead_id), None)
             if lead is None:
                 raise _ApiError(404, f"{lead_id!r} is not in the lead list of {query_id!r}")
@@ -232,7 +240,8 @@ class ReviewServer:
 
             def make():
                 qprep = self._prepared.get_or(query_id, lambda: load_prepared(self.db, query_id))
-                pic = lead_picture(self.db, qprep, lead, query_id=query_id)
+                pic = lead_picture(self.db, qprep, lead, query_id=query_id, kind=ll.kind,
+                                   comparison=comparisons.get(lead_id))
                 if pic.png is None:
                     raise _ApiError(422, pic.note)
                 return pic.png
