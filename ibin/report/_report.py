@@ -236,6 +236,7 @@ table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 7px;text-align:left;vertical-align:top}
 th{background:#f0f0f0;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .lead{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 12px;margin-top:18px;page-break-inside:avoid}
+.lead h2{margin:2px 0 4px}
 .lead img{width:100%;height:auto;display:block}
 .note{color:#7a4a00;background:#fff6e0;padding:4px 8px;border-radius:4px}
 .disp{display:inline-block;padding:0 6px;border-radius:3px;border:1px solid #999;font-size:12px}
@@ -329,8 +330,14 @@ def render_html(report: Report) -> str:
     for p in report.pictures:
         l = p.lead
         parts.append(f'<section class="lead" id="lead-{l.rank}"><h2>Lead {l.rank}: {_e(l.id)}</h2>')
-        parts.append(f"<p>score {_num(l.score, '.2f')} · CMC {_num(l.cmc, 'd')} of {_num(l.cells, 'd')} · CCF "
-                     f"{_num(l.ccf, '.3f')} · disposition {_disposition_html(l)}</p>")
+        detail = ""
+        r = getattr(p.evidence, "comparison", None)
+        if r is not None:
+            detail = (f" (query cells {r.cmc_ab.cmc}/{r.cmc_ab.cell_count}, lead cells {r.cmc_ba.cmc}/"
+                      f"{r.cmc_ba.cell_count})")
+        parts.append(f"<p>score {_num(l.score, '.2f')} · CMC {_num(l.cmc, 'd')} of {_num(l.cells, 'd')}{detail} · CCF "
+                     f"{_num(l.ccf, '.3f')} · lead rotated {_num(l.rotation_deg, '.1f')}°, shifted "
+                     f"({_num(l.dx_um, '.0f')}, {_num(l.dy_um, '.0f')}) µm · disposition {_disposition_html(l)}</p>")
         if p.note:
             parts.append(f'<p class="note">{_e(p.note)}</p>')
         if p.png:
