@@ -1,6 +1,6 @@
 """How long ``ibin report`` takes for a Fadul query, and how big the report is.
 
-    .venv/bin/python -m benchmarks.report_speed [--repeat 5] [--pictures 5]
+    .venv/bin/python -m benchmarks.report_speed [--repeat 5] [--pictures 3]
 
 Builds a database of the eight known Fadul exhibits shipped in ``data/fadul``
 (in a temporary folder), then runs the whole command, as an examiner would,
@@ -42,7 +42,7 @@ def _run(cmd: list[str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--pictures", type=int, default=5)
+    ap.add_argument("--pictures", type=int, default=3, help="leads drawn (default 3, as ibin report)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "report_speed.json")
     args = ap.parse_args(argv)
     ibin = str(Path(sys.executable).with_name("ibin"))

@@ -186,3 +186,20 @@ def test_serve_cli_runs_until_interrupted(review_db, tmp_path, monkeypatch, caps
     assert main(["serve", str(db), "--port", "0"]) == 0
     out = capsys.readouterr().out
     assert seen["url"] in out and "4 exhibits" in out
+
+
+def test_ipv6_loopback(review_db, tmp_path):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    db = tmp_path / "db"
+    shutil.copytree(review_db.path, db)
+    try:
+        srv = ReviewServer(db, host="::1", port=0)
+    except OSError as e:
+        pytest.skip(f"cannot bind ::1 here ({e})")
+    with srv:
+        srv.start()
+        assert srv.loopback and srv.url.startswith("http://[::1]:")
+        assert _get_json(srv, "/api/info")["exhibits"] == 4

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pdf", metavar="PDF", help="also write the report as a PDF")
     p.add_argument("--kind", default="cartridge", choices=["cartridge"])
     p.add_argument("--top", type=int, default=10, metavar="N", help="leads in the list (default 10)")
-    p.add_argument("--pictures", type=int, default=5, metavar="K", help="leads drawn, from the top (default 5)")
+    p.add_argument("--pictures", type=int, default=3, metavar="K",
+                   help="leads drawn, from the top (default 3; the review page draws any lead on demand)")
     p.add_argument("--candidates", type=int, default=100, metavar="K",
                    help="exhibits the index hands to the full correlation (default 100)")
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")

@@ -160,7 +160,7 @@ def build_report(
     scan=None,
     kind: str = "cartridge",
     params=None,
-    pictures: int = 5,
+    pictures: int = 3,
     pixel_um: float | None = None,
     dpi: float = 100.0,
 ) -> Report:

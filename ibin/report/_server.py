@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 import threading
 import urllib.parse
 from collections import OrderedDict
@@ -119,8 +120,9 @@ class ReviewServer:
         self._figures = _LRU(128)
         self._prepared = _LRU(16)
         handler = type("Handler", (_Handler,), {"app": self})
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = server_class((host, port), handler)
         except OSError as e:
             self.db.close()
             raise OSError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
@@ -289,6 +291,10 @@ class ReviewServer:
             except ExhibitNotFoundError as e:
                 raise _ApiError(404, str(e)) from None
         return render_html(rep)
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _statuses():
