@@ -411,3 +411,23 @@ def test_lead_picture_notes_instead_of_failing(review_db):
         assert stale.png is not None and "scored" in stale.note and "99.0000" in stale.note
     finally:
         db.close()
+
+
+def test_report_pages_for_bullet_evidence(tmp_path):
+    """A report whose pictures are bullet evidence renders (the bullet path's pictures plug into the same report)."""
+    from ibin.leads import Lead, LeadList
+    from ibin.report import LeadPicture, Report, render_html, write_report
+
+    rng = np.random.default_rng(5)
+    sig = [rng.normal(size=300) for _ in range(6)]
+    scores = rng.uniform(0, 0.4, (6, 6))
+    for i in range(6):
+        scores[i, (i + 1) % 6] = 0.9
+    ev = BulletEvidence("B-q", "B-l", sig, sig, 1.5625, scores, 1)
+    lead = Lead(rank=1, id="B-l", score=0.9, extra={"phase": 1})
+    ll = LeadList("B-q", None, "bullet", (lead,), "db", 2)
+    png = figure_png(bullet_lead_figure(ev, rank=1))
+    rep = Report(leads=ll, pictures=(LeadPicture(lead, png, ev),), query_png=png, created_at="2026-01-01T00:00:00+00:00")
+    out = write_report(rep, tmp_path / "b.html", pdf_path=tmp_path / "b.pdf")
+    assert out["pdf_bytes"] > 0 and len(re.findall(rb"/Type\s*/Page\b", (tmp_path / "b.pdf").read_bytes())) == 2
+    _check_self_contained(render_html(rep))

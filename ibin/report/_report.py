@@ -366,7 +366,8 @@ def write_pdf(report: Report, path: str | os.PathLike) -> Path:
     """Write the report as a PDF: a page with the query and the lead list, then one page per lead picture."""
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from ._figures import cartridge_lead_figure, new_figure, plot_surface
+    from ._evidence import BulletEvidence, CartridgeEvidence
+    from ._figures import bullet_lead_figure, cartridge_lead_figure, new_figure, plot_surface
 
     ll = report.leads
     out = Path(path)
@@ -377,9 +378,10 @@ def write_pdf(report: Report, path: str | os.PathLike) -> Path:
                  f"{ll.database_path}; {report.created_at.replace('T', ' ')} UTC; file {ll.query_file or '-'}",
                  fontsize=8.5, va="top")
         pics = [p for p in report.pictures if p.evidence is not None]
-        if pics:
+        first = next((p.evidence for p in pics if isinstance(p.evidence, CartridgeEvidence)), None)
+        if first is not None:
             ax = fig.add_axes([0.04, 0.42, 0.28, 0.42])
-            plot_surface(ax, pics[0].evidence.query_surface, pics[0].evidence.pixel_um, title=f"query {ll.query_id}")
+            plot_surface(ax, first.query_surface, first.pixel_um, title=f"query {ll.query_id}")
         tab = fig.add_axes([0.36, 0.06, 0.6, 0.8])
         tab.axis("off")
         rows = [[str(l.rank), l.id, _num(l.score, ".2f"), _num(l.cmc, "d"), _num(l.ccf, ".3f"),
@@ -393,7 +395,10 @@ def write_pdf(report: Report, path: str | os.PathLike) -> Path:
             t.scale(1.0, 1.25)
         pdf.savefig(fig)
         for p in pics:
-            pdf.savefig(cartridge_lead_figure(p.evidence, rank=p.lead.rank))
+            if isinstance(p.evidence, BulletEvidence):
+                pdf.savefig(bullet_lead_figure(p.evidence, rank=p.lead.rank))
+            else:
+                pdf.savefig(cartridge_lead_figure(p.evidence, rank=p.lead.rank))
     return out
 
 
