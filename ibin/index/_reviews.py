@@ -296,6 +296,16 @@ class Reviews:
                for g in groups.values()]
         return sorted(out, key=lambda g: (-len(g["exhibits"]), g["exhibits"]))
 
+    def counts_by_exhibit(self) -> dict[str, dict[str, int]]:
+        """For every exhibit with a current verdict: ``{"hit": n, "no hit": m}`` over the pairs it is part of."""
+        out: dict[str, dict[str, int]] = {}
+        for row in self._current():
+            for ex in (row[2], row[3]):
+                c = out.setdefault(ex, {"hit": 0, "no hit": 0})
+                if row[4] in c:
+                    c[row[4]] += 1
+        return out
+
     def summary(self) -> dict:
         """Counts of current dispositions: ``{"reviewed_pairs", "hit", "no hit", "hits_linking_cases"}``."""
         rows = self._current()

@@ -174,18 +174,9 @@ class ReviewServer:
     def exhibits(self) -> list[dict]:
         with self._lock:
             recs = self.db.list()
-            counts = self._review_counts()
+            counts = self.db.reviews.counts_by_exhibit()
         return [{"id": r.id, "kind": r.kind, "source": r.source_name, "ingested_at": r.ingested_at,
                  "metadata": r.metadata, **counts.get(r.id, {"hit": 0, "no hit": 0})} for r in recs]
-
-    def _review_counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for row in self.db.reviews._current():
-            for ex in (row[2], row[3]):
-                c = out.setdefault(ex, {"hit": 0, "no hit": 0})
-                if row[4] in c:
-                    c[row[4]] += 1
-        return out
 
     def _lead_list(self, exhibit_id: str, top: int):
         from ..engine import SearchParams, search_exhibits
@@ -211,15 +202,15 @@ class ReviewServer:
         """The lead list JSON of an exhibit, with the current dispositions."""
         from dataclasses import replace
 
+        from ..index import Disposition
+
         top = self.top if top is None else top
         if not 1 <= top <= 1000:
             raise _ApiError(400, "top must be between 1 and 1000")
         ll, _ = self._lead_list(exhibit_id, top)
         with self._lock:
             on_file = self.db.reviews.of(exhibit_id)
-        leads = tuple(replace(l, extra={**l.extra, "disposition": (on_file[l.id].to_dict() if l.id in on_file else
-                                                                    {"status": "not reviewed", "comment": "", "by": None,
-                                                                     "at": None})})
+        leads = tuple(replace(l, extra={**l.extra, "disposition": on_file.get(l.id, Disposition(exhibit_id, l.id)).to_dict()})
                       for l in ll.leads)
         d = replace(ll, leads=leads).to_dict()
         with self._lock:
