@@ -5,7 +5,9 @@
 Builds a database of the eight known Fadul exhibits shipped in ``data/fadul``
 (in a temporary folder), then runs the whole command, as an examiner would,
 for the questioned case Fadul_F (a scan file) and for the exhibit Fadul_1-1
-(``--id``): process start, imports, search, pictures, HTML. Wall time is
+(``--id``): process start, imports, search, pictures, HTML; and, for scale
+on the same machine at the same time, ``ibin search`` of the same query
+(the lead list alone). Wall time is
 what the examiner waits; CPU time (user + system) is what it costs, and is
 less disturbed by other work on a shared machine. The load average before
 and after each run is recorded with the results
@@ -57,28 +59,38 @@ def main(argv: list[str] | None = None) -> int:
         db = open_database(db_path, create=True)
         ingest(db, [sample_path(n) for n, (_, role, _) in SAMPLES.items() if role == "known"])
         db.close()
-        queries = {"Fadul_F (scan file)": [str(sample_path("Fadul_F.x3p"))], "Fadul_1-1 (--id)": ["--id", "Fadul_1-1"]}
+        fadul_f = sample_path("Fadul_F.x3p")
+        queries = {"Fadul_F (scan file)": [str(fadul_f)], "Fadul_1-1 (--id)": ["--id", "Fadul_1-1"]}
+        shown = {str(fadul_f): str(fadul_f.relative_to(ROOT)) if fadul_f.is_relative_to(ROOT) else fadul_f.name}
+        out = Path(tmp) / "report.html"
         for name, q in queries.items():
-            out = Path(tmp) / "report.html"
-            cmd = [ibin, "report", str(db_path), *q, "-o", str(out), "--pictures", str(args.pictures)]
-            _run(cmd)  # warm the file cache and Numba's compiled-function cache
-            walls, cpus, loads = [], [], []
-            for _ in range(args.repeat):
-                load0 = os.getloadavg()[0]
-                w, c = _run(cmd)
-                walls.append(w)
-                cpus.append(c)
-                loads.append(round((load0 + os.getloadavg()[0]) / 2, 2))
-            size = out.stat().st_size
-            results["runs"][name] = {
-                "cmd": " ".join(["ibin", "report", "DB", *q, "-o", "report.html", "--pictures", str(args.pictures)]),
-                "wall_s": {"min": round(min(walls), 2), "median": round(statistics.median(walls), 2), "all": [round(v, 2) for v in walls]},
-                "cpu_s": {"min": round(min(cpus), 2), "median": round(statistics.median(cpus), 2)},
-                "load_average": loads,
-                "html_bytes": size,
+            jobs = {
+                "report": [ibin, "report", str(db_path), *q, "-o", str(out), "--pictures", str(args.pictures)],
+                "search": [ibin, "search", str(db_path), *q],
             }
-            print(f"{name}: wall min {min(walls):.2f} s, median {statistics.median(walls):.2f} s; "
-                  f"CPU min {min(cpus):.2f} s; {size / 1e6:.2f} MB; load {loads}")
+            entry = {}
+            for job, cmd in jobs.items():
+                _run(cmd)  # warm the file cache and Numba's compiled-function cache
+                walls, cpus, loads = [], [], []
+                for _ in range(args.repeat):
+                    load0 = os.getloadavg()[0]
+                    w, c = _run(cmd)
+                    walls.append(w)
+                    cpus.append(c)
+                    loads.append(round((load0 + os.getloadavg()[0]) / 2, 2))
+                entry[job] = {
+                    "cmd": " ".join(["ibin", *[("DB" if a == str(db_path) else "report.html" if a == str(out) else
+                                               shown.get(a, a)) for a in cmd[1:]]]),
+                    "wall_s": {"min": round(min(walls), 2), "median": round(statistics.median(walls), 2),
+                               "all": [round(v, 2) for v in walls]},
+                    "cpu_s": {"min": round(min(cpus), 2), "median": round(statistics.median(cpus), 2)},
+                    "load_average": loads,
+                }
+                print(f"{name} {job}: wall min {min(walls):.2f} s, median {statistics.median(walls):.2f} s; "
+                      f"CPU min {min(cpus):.2f} s; load {loads}")
+            entry["report"]["html_bytes"] = out.stat().st_size
+            print(f"{name}: report {out.stat().st_size / 1e6:.2f} MB")
+            results["runs"][name] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
