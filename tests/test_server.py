@@ -203,3 +203,27 @@ def test_ipv6_loopback(review_db, tmp_path):
         srv.start()
         assert srv.loopback and srv.url.startswith("http://[::1]:")
         assert _get_json(srv, "/api/info")["exhibits"] == 4
+
+
+def test_serve_process_answers_and_stops_on_sigterm(review_db, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "db"
+    shutil.copytree(review_db.path, db)
+    with subprocess.Popen([sys.executable, "-c", "import sys; from ibin.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "serve", str(db), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            line = proc.stdout.readline()
+            url = re.search(r"http://\S+", line).group(0)
+            with urllib.request.urlopen(url + "api/info", timeout=60) as r:
+                assert json.loads(r.read())["exhibits"] == 4
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()

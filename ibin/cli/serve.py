@@ -9,6 +9,7 @@ bind it to another interface only on a trusted network. Stop it with Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 HELP = "start the local review page for a database"
@@ -39,13 +40,19 @@ def run(args: argparse.Namespace) -> int:
               "the page has no accounts", file=sys.stderr)
     print(f"ibin review page for {srv.db.path} ({srv.db.count()} exhibits): {srv.url}", flush=True)
     print("press Ctrl-C to stop", flush=True)
+    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as cleanly as Ctrl-C
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         srv.shutdown()
     return 0
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
