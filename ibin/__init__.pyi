@@ -1,12 +1,14 @@
-from . import correlate, data, features, index, synth
+from . import correlate, data, features, index, report, synth
 from .engine import (
     IngestReport,
     IngestResult,
     SearchParams,
     compare,
     ingest,
+    load_prepared,
     open_database,
     prepare,
+    record_disposition,
     search,
     search_exhibits,
 )

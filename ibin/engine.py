@@ -7,7 +7,8 @@ pipeline runs:
 * :func:`ingest` puts scans on file;
 * :func:`search` returns the lead list of a new scan (it is not added);
 * :func:`search_exhibits` re-correlates exhibits already on file;
-* :func:`compare` compares two scans directly.
+* :func:`compare` compares two scans directly;
+* :func:`record_disposition` records an examiner's verdict on a lead.
 
 Cartridge cases are one scan per exhibit. A bullet is one exhibit holding
 the scans of its lands (land-engraved areas) in land order; the same
@@ -45,6 +46,8 @@ __all__ = [
     "prepare",
     "add_prepared",
     "open_database",
+    "load_prepared",
+    "record_disposition",
     "KINDS",
     "MISSING_LAND",
 ]
@@ -500,6 +503,21 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
     return out
 
 
+def _with_dispositions(db, query_id: str | None, leads: tuple[Lead, ...]) -> tuple[Lead, ...]:
+    """Each lead with the examiner's current disposition of the pair (``"not reviewed"`` when none)."""
+    from dataclasses import replace
+
+    from .index import Disposition
+
+    on_file = db.reviews.of(query_id) if query_id is not None else {}
+    return tuple(replace(l, extra={**l.extra, "disposition": on_file.get(l.id, Disposition(query_id or "", l.id)).to_dict()})
+                 for l in leads)
+
+
+def _details(prep, ranked) -> dict:
+    return {"query": prep, "comparisons": {rec.id: r for _, rec, r in ranked if not isinstance(r, str)}}
+
+
 def _lead(rank: int, rec, r) -> Lead:
     if isinstance(r, str):
         return Lead(rank=rank, id=rec.id, score=float("-inf"), status=r, metadata=dict(rec.metadata))
@@ -588,7 +606,8 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
                *, query_rowid: int | None = None, t0: float, total: int | None = None,
                exclude_rowid: int | None = None, user: str | None = None,
-               audit_query: dict | None = None) -> LeadList:
+               audit_query: dict | None = None, details: dict | None = None,
+               query_exhibit: str | None = None) -> LeadList:
     # one snapshot of the catalog for the whole list: ingests and deletions by
     # other processes meanwhile never make it inconsistent
     with db.snapshot():
@@ -602,6 +621,10 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         t4 = time.perf_counter()
         on_file = db.count(kind=kind) if total is None else total
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
+    # the examiners' verdicts on these pairs, when the query is an exhibit on file
+    leads = _with_dispositions(db, query_exhibit, leads)
+    if details is not None:
+        details[query_id] = _details(q.prep, ranked[: params.top])
     ll = LeadList(
         query_id=query_id, query_file=query_file, kind=kind, leads=leads,
         database_path=str(db.path), database_exhibits=on_file,
@@ -634,6 +657,7 @@ def search(
     pixel_um: float | None = None,
     query_id: str | None = None,
     user: str | None = None,
+    details: dict | None = None,
 ) -> LeadList:
     """Lead list of a new scan against the database (the scan is not added).
 
@@ -657,6 +681,10 @@ def search(
         Pixel size for image and ``.npy`` queries.
     query_id : str, optional
         Name of the query in the lead list (default: the file stem).
+    details : dict, optional
+        If given, ``details[query_id]`` receives ``{"query": prepared query,
+        "comparisons": {lead id: AreaComparison}}`` for the leads returned
+        (what a report draws, without preparing or comparing again).
 
     Returns
     -------
@@ -677,7 +705,7 @@ def search(
     same = db.find_source(scan.sha256, kind) if scan.sha256 else None
     exclude = db.get(same).rowid if same is not None else None
     return _lead_list(db, kind, query_id or scan.name, scan.source, _Prepared(prep), p, _Cache(), t0=t0,
-                      exclude_rowid=exclude, user=user,
+                      exclude_rowid=exclude, user=user, details=details, query_exhibit=same,
                       audit_query={"id": query_id or scan.name, "file": scan.source, "sha256": scan.sha256})
 
 
@@ -689,6 +717,7 @@ def search_exhibits(
     params: SearchParams | None = None,
     user: str | None = None,
     processes: int = 1,
+    details: dict | None = None,
 ) -> Iterator[LeadList]:
     """Lead lists of exhibits already on file, each against all the others.
 
@@ -709,6 +738,9 @@ def search_exhibits(
         core). Each worker opens the database read-only and works through
         its share of the queries; lead lists come back in query order. With
         one process, each pair of exhibits is compared once for both lists.
+    details : dict, optional
+        As for :func:`search`, filled for every query (keep it only for a
+        few queries: it holds their prepared arrays).
 
     Yields
     ------
@@ -725,7 +757,7 @@ def search_exhibits(
         if rec.kind != kind:
             raise ScanError(None, f"exhibit {rec.id!r} is a {rec.kind}, not a {kind}")
     total = db.count(kind=kind)
-    if processes > 1 and len(recs) > 1:
+    if processes > 1 and len(recs) > 1 and details is None:
         from multiprocessing import get_context
 
         chunks = [[r.id for r in recs[i : i + 16]] for i in range(0, len(recs), 16)]
@@ -741,7 +773,7 @@ def search_exhibits(
         t0 = time.perf_counter()
         q = cache.prepared(db, rec)
         yield _lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0, total=total,
-                         user=user, audit_query={"exhibit": rec.id})
+                         user=user, audit_query={"exhibit": rec.id}, details=details, query_exhibit=rec.id)
 
 
 _SWEEP: dict = {}
@@ -762,7 +794,7 @@ def _sweep_chunk(task) -> list[LeadList]:
         rec = db.get(ex_id)
         q = cache.prepared(db, rec)
         out.append(_lead_list(db, kind, rec.id, rec.source_name, q, p, cache, query_rowid=rec.rowid, t0=t0,
-                              total=total))
+                              total=total, query_exhibit=rec.id))
     return out
 
 
@@ -1081,3 +1113,43 @@ def _compare_bullets(a, b, pixel_um: float | None):
     pa = _BulletEntry(_prepare_bullet(_bullet_lands(a), pixel_um))
     pb = _BulletEntry(_prepare_bullet(_bullet_lands(b), pixel_um))
     return compare_bullets(pa.profiles, pb.profiles)
+
+
+# ---------------------------------------------------------------- review
+
+
+def load_prepared(db, exhibit_id: str):
+    """The prepared arrays of an exhibit on file.
+
+    Returns
+    -------
+    ibin.features.PreparedCartridge
+    """
+    rec = db.get(exhibit_id)
+    _check_kind(rec.kind)
+    return _load_prepared(db, rec)
+
+
+def record_disposition(db, query_id: str, lead_id: str, status: str, *, comment: str = "",
+                       user: str | None = None):
+    """Record an examiner's disposition of a lead: ``"hit"``, ``"no hit"`` or ``"not reviewed"``.
+
+    The verdict belongs to the pair of exhibits (see :mod:`ibin.index._reviews`);
+    it appears in their lead lists, in ``ibin info`` and, for hits, in
+    ``ibin hits``, and goes to the audit log when the database keeps one.
+
+    Parameters
+    ----------
+    db : Database
+    query_id, lead_id : str
+        Exhibits on file.
+    status : str
+    comment : str
+    user : str, optional
+        Who records it (default: ``$IBIN_USER`` or the login name).
+
+    Returns
+    -------
+    ibin.index.Disposition
+    """
+    return db.reviews.record(query_id, lead_id, status, comment=comment, user=_user(user))

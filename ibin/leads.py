@@ -6,13 +6,15 @@ layout is a stable file format::
 
     {"query": {"id", "file", "kind"},
      "leads": [{"rank", "id", "score", "cmc", "cells", "ccf", "rotation_deg",
-                "dx_um", "dy_um", "status", "metadata", ...}],
+                "dx_um", "dy_um", "status", "metadata", "disposition", ...}],
      "database": {"path", "exhibits"},
      "timing_ms": {"candidates", "rerank", "total"},
      "ibin": {"version", "schema"}}
 
 Higher ``score`` means more similar. ``status`` is ``"ok"`` or says why a
 comparison could not be made (``"failed: ..."``); failed leads rank last.
+``disposition`` is the examiner's current verdict on the pair,
+``{"status": "not reviewed" | "no hit" | "hit", "comment", "by", "at"}``.
 """
 
 from __future__ import annotations
@@ -142,7 +144,9 @@ def render_table(ll: LeadList) -> str:
     head += f", {ll.query_file})" if ll.query_file else ")"
     head += f" against {ll.database_exhibits} exhibits in {ll.database_path}"
     extra_cols = "phase" in (ll.leads[0].extra if ll.leads else {})
-    cols = ["rank", "exhibit", "score", "cmc", "ccf", "rot°", "dx µm", "dy µm"] + (["phase"] if extra_cols else []) + ["metadata"]
+    reviewed = any(_review(l) != "not reviewed" for l in ll.leads)
+    cols = (["rank", "exhibit", "score", "cmc", "ccf", "rot°", "dx µm", "dy µm"] + (["phase"] if extra_cols else [])
+            + (["review"] if reviewed else []) + ["metadata"])
     rows = []
     for l in ll.leads:
         md = ", ".join(f"{k}={v}" for k, v in l.metadata.items())
@@ -158,6 +162,8 @@ def render_table(ll: LeadList) -> str:
         ]
         if extra_cols:
             row.append(str(l.extra.get("phase", "-")))
+        if reviewed:
+            row.append(_review(l))
         row.append(md)
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
@@ -170,6 +176,11 @@ def render_table(ll: LeadList) -> str:
     if t:
         lines.append(f"candidates {t.get('candidates', 0):.0f} ms, re-rank {t.get('rerank', 0):.0f} ms, total {t.get('total', 0):.0f} ms")
     return "\n".join(lines)
+
+
+def _review(lead: Lead) -> str:
+    d = lead.extra.get("disposition")
+    return d.get("status", "not reviewed") if isinstance(d, dict) else "not reviewed"
 
 
 def leads_to_jsonl(lists: Iterable[LeadList]) -> str:

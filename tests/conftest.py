@@ -31,3 +31,11 @@ def synth_cases():
             scan, truth = cartridge_case(100 + f, s, pixel_um=12.5)
             out[(f, s)] = (prepare_cartridge(scan), truth, scan)
     return out
+
+
+@pytest.fixture(scope="session")
+def review_db(tmp_path_factory):
+    """Four synthetic exhibits (two firearms, two shots each) with case numbers, ingested once; copy before writing."""
+    from .report_fixtures import build_db
+
+    return build_db(tmp_path_factory.mktemp("review-db"))

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["main"]
 
-COMMANDS = ("ingest", "search", "compare", "info", "check", "reindex", "delete", "meta", "audit", "demo")
+COMMANDS = ("ingest", "search", "compare", "info", "check", "reindex", "delete", "meta", "audit", "report", "serve", "hits", "demo")
 
 
 def _get_parser() -> argparse.ArgumentParser:

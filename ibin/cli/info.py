@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         for space in db.spaces():
             db.index(space)  # load, so the index type is reported
         info = db.info()
+        info["reviews"] = db.reviews.summary()
     finally:
         db.close()
     info["versions"] = versions()
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"index      {space}: {s['vectors']} vectors of {s['dim']} values, {s['index']}")
     print(f"size       catalog {b['catalog'] / 1024:.0f} KiB, store {b['store'] / 1024:.0f} KiB, "
           f"index {b['index'] / 1024:.0f} KiB; {b['per_exhibit'] / 1024:.1f} KiB per exhibit")
+    r = info["reviews"]
+    print(f"reviews    {r['reviewed_pairs']} lead{'s' * (r['reviewed_pairs'] != 1)} reviewed: {r['hit']} hit, "
+          f"{r['no hit']} no hit; {r['hits_linking_cases']} hit{'s' * (r['hits_linking_cases'] != 1)} linking "
+          "two cases (ibin hits)")
     print("versions   " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     return 0
 

@@ -47,6 +47,7 @@ from ..errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
 from . import _audit
 from ._audit import AuditEntry
 from ._faults import point
+from ._reviews import Reviews
 from ._store import FeatureStore, RecordRef, encode_record
 from ._vectors import VectorIndex, sweep_temporaries
 
@@ -159,6 +160,7 @@ class Database:
         self.on_wait: Callable[[float], None] | None = None
         #: arrays derived from the indexes by the engine, kept for this handle's lifetime
         self.derived: dict = {}
+        self.reviews = Reviews(self)  # examiners' dispositions of leads (see _reviews)
 
     # ------------------------------------------------------------------ opening
     @classmethod

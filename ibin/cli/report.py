@@ -1,0 +1,71 @@
+"""Write a lead-list report with pictures: one self-contained HTML file (and optionally a PDF).
+
+With FILE the scan is searched against the exhibits on file (it is not
+added); with --id an exhibit on file is searched against all the others.
+For each of the top leads the report shows the query and the lead side by
+side after alignment with the congruent matching cells and their CCF, an
+overlay, the correlation around the peak, the correlation against rotation
+and where each cell matched. The HTML embeds its images and needs no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+HELP = "write an HTML (and PDF) report of a lead list with pictures"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", metavar="DB", help="database directory")
+    p.add_argument("file", metavar="FILE", nargs="?", help="scan file to search with (not added)")
+    p.add_argument("--id", dest="exhibit_id", metavar="ID", help="search with an exhibit on file")
+    p.add_argument("-o", "--output", metavar="HTML", help="HTML file to write (default: ./<query>-report.html)")
+    p.add_argument("--pdf", metavar="PDF", help="also write the report as a PDF")
+    p.add_argument("--kind", default="cartridge", choices=["cartridge"])
+    p.add_argument("--top", type=int, default=10, metavar="N", help="leads in the list (default 10)")
+    p.add_argument("--pictures", type=int, default=3, metavar="K",
+                   help="leads drawn, from the top (default 3; the review page draws any lead on demand)")
+    p.add_argument("--candidates", type=int, default=100, metavar="K",
+                   help="exhibits the index hands to the full correlation (default 100)")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
+    p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._") or "query"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import SearchParams, open_database
+    from ..report import build_report, write_report
+    from ._common import parse_pairs
+
+    if (args.file is None) == (args.exhibit_id is None):
+        raise ValueError("give exactly one of FILE and --id ID")
+    params = SearchParams(top=args.top, candidates=args.candidates, filters=parse_pairs(args.filter, "--filter"))
+    db = open_database(args.db, readonly=args.file is None)
+    try:
+        rep = build_report(db, exhibit_id=args.exhibit_id, scan=args.file, kind=args.kind, params=params,
+                           pictures=args.pictures, pixel_um=args.pixel_um)
+    finally:
+        db.close()
+    out = Path(args.output) if args.output else Path(f"{_safe_name(rep.leads.query_id)}-report.html")
+    written = write_report(rep, out, pdf_path=args.pdf)
+    drawn = sum(p.png is not None for p in rep.pictures)
+    print(f"{written['html']}: lead list of {rep.leads.query_id} ({len(rep.leads)} leads, {drawn} with pictures), "
+          f"{written['html_bytes'] / 1e6:.2f} MB; search {rep.timing_ms['search'] / 1e3:.1f} s, "
+          f"pictures {rep.timing_ms['pictures'] / 1e3:.1f} s")
+    if written["pdf"]:
+        print(f"{written['pdf']}: {written['pdf_bytes'] / 1e6:.2f} MB")
+    for p in rep.pictures:
+        if p.note:
+            print(f"  lead {p.lead.rank} {p.lead.id}: {p.note}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import main as _main
+
+    return _main(["report", *(argv or [])])
