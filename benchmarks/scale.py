@@ -33,7 +33,6 @@ single_thread()
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import math  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 

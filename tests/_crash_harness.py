@@ -143,7 +143,6 @@ class Model:
 
 def _verify(db_path: Path, model: Model, inflight) -> list[str]:
     """Problems found after a trial (empty when all is well); resolves the in-flight op into the model."""
-    from ibin.errors import ExhibitNotFoundError
     from ibin.index import Database
 
     problems: list[str] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import struct
 import zipfile
 import zlib

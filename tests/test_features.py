@@ -139,7 +139,7 @@ def test_polar_signature_rotation_is_recovered(theta):
     """A surface turned by theta about its grid centre: rotation_max finds -theta, with a high score."""
     import cv2
 
-    from ibin.features import polar_signature, rotate_signature, rotation_max
+    from ibin.features import rotate_signature, rotation_max
 
     scan, _ = cartridge_case(7, 1, pixel_um=12.5)
     n = scan.shape[0] + 60  # a margin, so no part of the breech face turns out of the grid

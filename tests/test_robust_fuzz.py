@@ -17,9 +17,7 @@ leaving the database as it was. Runs are derandomized so CI is repeatable;
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np

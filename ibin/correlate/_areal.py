@@ -32,7 +32,7 @@ import numpy as np
 from ..features._cartridge import PreparedCartridge
 from ..features._spectrum import rotation_hypotheses
 from ._cmc import CMCParams, CMCResult, congruent_matching_cells
-from ._register import Pyramid, Registration, RegistrationParams, register
+from ._register import Pyramid, RegistrationParams, register
 
 __all__ = ["ComparisonParams", "AreaComparison", "compare_prepared", "Alignment"]
 

@@ -192,7 +192,6 @@ def register(
     """
     p = params or RegistrationParams()
     px = fixed.pixel_um
-    n4 = p.min_overlap * min(fixed.count(4), moving.count(4))
     s4 = int(math.ceil(p.max_shift_um / (4 * px)))
     # 1. full-circle sweep on the coarsest grid
     sweep = np.arange(0.0, 360.0, p.sweep_step_deg)

@@ -30,7 +30,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ScanError
 from ..scan import Scan
