@@ -692,7 +692,8 @@ def search(
     """
     _check_kind(kind)
     if kind == "bullet":
-        return _search_bullet(db, query, params=params, pixel_um=pixel_um, query_id=query_id, user=user)
+        return _search_bullet(db, query, params=params, pixel_um=pixel_um, query_id=query_id, user=user,
+                              details=details)
     p = params or SearchParams()
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
@@ -749,7 +750,7 @@ def search_exhibits(
     """
     _check_kind(kind)
     if kind == "bullet":
-        yield from _search_bullet_exhibits(db, ids, params=params, user=user)
+        yield from _search_bullet_exhibits(db, ids, params=params, user=user, details=details)
         return
     p = params or SearchParams()
     recs = db.list(kind=kind) if ids is None else [db.get(i) for i in ids]
@@ -1032,7 +1033,7 @@ def _bullet_rerank(q: _BulletEntry, records, db, cache: dict | None = None):
     return out
 
 
-def _bullet_lead(rank: int, rec, r, q: _BulletEntry, cand) -> Lead:
+def _bullet_lead(rank: int, rec, r, q: _BulletEntry, cand, comparisons: dict | None = None) -> Lead:
     from .correlate import compare_bullets
 
     if isinstance(r, str):
@@ -1041,6 +1042,8 @@ def _bullet_lead(rank: int, rec, r, q: _BulletEntry, cand) -> Lead:
         return Lead(rank=rank, id=rec.id, score=float("-inf"), status="failed: no land pair overlaps enough to compare",
                     metadata=dict(rec.metadata))
     full = compare_bullets(q.profiles, cand.profiles)  # with striae features for the lands of the phase
+    if comparisons is not None:
+        comparisons[rec.id] = full
     best = max((l.ccf for l in full.lands), default=float("nan"))
     extra = {
         "phase": full.phase,
@@ -1052,10 +1055,15 @@ def _bullet_lead(rank: int, rec, r, q: _BulletEntry, cand) -> Lead:
 
 
 def _bullet_leadlist(db, q: _BulletEntry, query_id: str, query_file, recs, p: SearchParams, t0: float, t1: float,
-                     cache: dict | None = None) -> LeadList:
+                     cache: dict | None = None, details: dict | None = None,
+                     query_exhibit: str | None = None) -> LeadList:
     t2 = time.perf_counter()
     ranked = _bullet_rerank(q, recs, db, cache)
-    leads = tuple(_bullet_lead(i + 1, rec, r, q, cand) for i, (_, rec, r, cand) in enumerate(ranked[: p.top]))
+    comparisons: dict | None = {} if details is not None else None
+    leads = tuple(_bullet_lead(i + 1, rec, r, q, cand, comparisons) for i, (_, rec, r, cand) in enumerate(ranked[: p.top]))
+    leads = _with_dispositions(db, query_exhibit, leads)
+    if details is not None:
+        details[query_id] = {"query": q.prep, "comparisons": comparisons}
     t3 = time.perf_counter()
     return LeadList(
         query_id=query_id, query_file=query_file, kind="bullet", leads=leads,
@@ -1066,7 +1074,7 @@ def _bullet_leadlist(db, q: _BulletEntry, query_id: str, query_file, recs, p: Se
 
 
 def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | None, query_id: str | None,
-                   user: str | None = None) -> LeadList:
+                   user: str | None = None, details: dict | None = None) -> LeadList:
     p = params or SearchParams()
     t0 = time.perf_counter()
     lands = _bullet_lands(query)
@@ -1081,13 +1089,19 @@ def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | 
     with db.snapshot():
         t1 = time.perf_counter()
         recs = _bullet_candidates(db, q, p)
-        ll = _bullet_leadlist(db, q, qid, ", ".join(names), recs, p, t0, t1)
+        on_file = None
+        if all(isinstance(l, (str, os.PathLike)) or _is_missing(l) for l in lands):
+            from .features import bullet_sha256
+
+            scans = _load_lands(lands, pixel_um)
+            on_file = db.find_source(bullet_sha256([None if s is None else s.sha256 for s in scans]), "bullet")
+        ll = _bullet_leadlist(db, q, qid, ", ".join(names), recs, p, t0, t1, details=details, query_exhibit=on_file)
     _audit_search(db, ll, p, user, {"id": qid, "files": names})
     return ll
 
 
 def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchParams | None,
-                            user: str | None = None) -> Iterator[LeadList]:
+                            user: str | None = None, details: dict | None = None) -> Iterator[LeadList]:
     p = params or SearchParams()
     recs = db.list(kind="bullet") if ids is None else [db.get(i) for i in ids]
     cache: dict[int, _BulletEntry] = {}
@@ -1102,7 +1116,8 @@ def _search_bullet_exhibits(db, ids: Iterable[str] | None, *, params: SearchPara
         with db.snapshot():
             t1 = time.perf_counter()
             cands = _bullet_candidates(db, q, p, exclude_rowid=rec.rowid)
-            ll = _bullet_leadlist(db, q, rec.id, rec.source_name, cands, p, t0, t1, cache)
+            ll = _bullet_leadlist(db, q, rec.id, rec.source_name, cands, p, t0, t1, cache, details=details,
+                                  query_exhibit=rec.id)
         _audit_search(db, ll, p, user, {"exhibit": rec.id})
         yield ll
 
@@ -1123,10 +1138,12 @@ def load_prepared(db, exhibit_id: str):
 
     Returns
     -------
-    ibin.features.PreparedCartridge
+    ibin.features.PreparedCartridge or ibin.features.PreparedBullet
     """
     rec = db.get(exhibit_id)
     _check_kind(rec.kind)
+    if rec.kind == "bullet":
+        return _load_bullet(db, rec).prep
     return _load_prepared(db, rec)
 
 

@@ -175,3 +175,31 @@ def test_library_api_batches_bullets(files, tmp_path):
         cmp = ibin.compare(files["A0"][0], files["A1"][0], kind="bullet")
         assert cmp.phase == files["A0"][1].phase_to(files["A1"][1])
     assert Path(tmp_path / "lib" / "ibin-db.json").exists()
+
+
+def test_bullet_report(db, files, tmp_path, capsys):
+    """ibin report for a bullet: land score matrix with the phase, aligned signatures, self-contained HTML."""
+    import base64
+    import re
+
+    capsys.readouterr()
+    out = tmp_path / "bullet.html"
+    assert main(["report", str(db), "--kind", "bullet", *files["A1"][0], "-o", str(out), "--pictures", "1",
+                 "--top", "2"]) == 0
+    html = out.read_text()
+    assert "A0" in html and "sequence average maximum" in html and "CMC" not in html
+    assert "http://" not in html and "https://" not in html
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(pngs) >= 2  # the query's lands and the lead's pictures
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    from ibin import open_database
+    from ibin.report import build_report
+
+    with open_database(db, readonly=True) as d:
+        rep = build_report(d, scan=files["A1"][0], kind="bullet", pictures=1)
+    ev = rep.pictures[0].evidence
+    assert rep.leads.leads[0].id == "A0"
+    assert rep.pictures[0].png is not None and rep.pictures[0].note == ""
+    # the matched phase of the picture is the lead list's
+    assert ev.phase == rep.leads.leads[0].extra["phase"]
+    assert ev.land_scores.shape == (6, 6)

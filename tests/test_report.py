@@ -404,8 +404,8 @@ def test_lead_picture_notes_instead_of_failing(review_db):
         failed = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=float("-inf"), status="failed: unreadable"),
                               query_id="f0-s0")
         assert failed.png is None and "failed: unreadable" in failed.note
-        other_kind = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=1.0), query_id="f0-s0", kind="bullet")
-        assert other_kind.png is None and "no pictures for bullet leads yet" in other_kind.note
+        other_kind = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=1.0), query_id="f0-s0", kind="toolmark")
+        assert other_kind.png is None and "no pictures for toolmark leads yet" in other_kind.note
         # compared again without the search's comparison, a score that does not match is flagged
         stale = lead_picture(db, q, Lead(rank=1, id="f0-s1", score=99.0), query_id="f0-s0")
         assert stale.png is not None and "scored" in stale.note and "99.0000" in stale.note

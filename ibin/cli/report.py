@@ -19,18 +19,23 @@ HELP = "write an HTML (and PDF) report of a lead list with pictures"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", metavar="DB", help="database directory")
-    p.add_argument("file", metavar="FILE", nargs="?", help="scan file to search with (not added)")
+    p.add_argument("files", metavar="FILE", nargs="*",
+                   help="scan file to search with (not added); for --kind bullet its land files in land order")
     p.add_argument("--id", dest="exhibit_id", metavar="ID", help="search with an exhibit on file")
     p.add_argument("-o", "--output", metavar="HTML", help="HTML file to write (default: ./<query>-report.html)")
     p.add_argument("--pdf", metavar="PDF", help="also write the report as a PDF")
-    p.add_argument("--kind", default="cartridge", choices=["cartridge"])
+    p.add_argument("--kind", default=None, choices=["cartridge", "bullet"],
+                   help="exhibit kind (default: the exhibit's own kind for --id, cartridge for FILE)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="leads in the list (default 10)")
     p.add_argument("--pictures", type=int, default=3, metavar="K",
                    help="leads drawn, from the top (default 3; the review page draws any lead on demand)")
-    p.add_argument("--candidates", type=int, default=100, metavar="K",
-                   help="exhibits the index hands to the full correlation (default 100)")
+    p.add_argument("--candidates", type=int, default=300, metavar="K",
+                   help="exhibits the index hands to the coarse screen (default 300)")
+    p.add_argument("--verify", type=int, default=20, metavar="V",
+                   help="exhibits that get the full comparison (default 20, at least --top)")
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
+    p.set_defaults(_trailing_files="files")
 
 
 def _safe_name(s: str) -> str:
@@ -42,12 +47,19 @@ def run(args: argparse.Namespace) -> int:
     from ..report import build_report, write_report
     from ._common import parse_pairs
 
-    if (args.file is None) == (args.exhibit_id is None):
+    if bool(args.files) == (args.exhibit_id is not None):
         raise ValueError("give exactly one of FILE and --id ID")
-    params = SearchParams(top=args.top, candidates=args.candidates, filters=parse_pairs(args.filter, "--filter"))
-    db = open_database(args.db, readonly=args.file is None)
+    if args.files and args.kind != "bullet" and len(args.files) > 1:
+        raise ValueError(f"{len(args.files)} files given; report on one scan (or --kind bullet for a bullet's lands)")
+    params = SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
+                          filters=parse_pairs(args.filter, "--filter"))
+    db = open_database(args.db, readonly=not args.files)
     try:
-        rep = build_report(db, exhibit_id=args.exhibit_id, scan=args.file, kind=args.kind, params=params,
+        kind = args.kind or (db.get(args.exhibit_id).kind if args.exhibit_id else "cartridge")
+        scan = None
+        if args.files:
+            scan = [None if f.strip() == "-" else f for f in args.files] if kind == "bullet" else args.files[0]
+        rep = build_report(db, exhibit_id=args.exhibit_id, scan=scan, kind=kind, params=params,
                            pictures=args.pictures, pixel_um=args.pixel_um)
     finally:
         db.close()

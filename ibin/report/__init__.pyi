@@ -1,7 +1,8 @@
-from ._evidence import BulletEvidence, CartridgeEvidence, CellOutline, cartridge_evidence, warp_into
+from ._evidence import BulletEvidence, CartridgeEvidence, CellOutline, bullet_evidence, cartridge_evidence, warp_into
 from ._figures import (
     add_scale_bar,
     bullet_lead_figure,
+    bullet_query_figure,
     cartridge_lead_figure,
     draw_cells,
     figure_png,

@@ -377,3 +377,30 @@ class BulletEvidence:
             v = np.array([self.land_scores[i, (i + k) % nl] for i in range(nq)])
             out[k] = np.nanmean(v) if np.isfinite(v).any() else np.nan
         return out
+
+
+def bullet_evidence(query_prep, lead_prep, comparison, *, query_id: str, lead_id: str) -> BulletEvidence:
+    """The pictures' data of a bullet lead from the comparison behind it.
+
+    Parameters
+    ----------
+    query_prep, lead_prep : ibin.features.PreparedBullet
+    comparison : ibin.correlate.BulletComparison
+        ``compare_bullets(query, lead)``: its land CCF matrix, lags and phase.
+    """
+    n = comparison.n_positions
+
+    def sigs(prep):
+        out = [np.full(1, np.nan) if l is None else np.asarray(l.signature, np.float64) for l in prep.lands]
+        return tuple(out + [np.full(1, np.nan)] * (n - len(out)))
+
+    lags = []
+    for i in range(n):
+        v = comparison.lag_um[i, (i + comparison.phase) % n]
+        lags.append(float(v) if np.isfinite(v) else 0.0)
+    return BulletEvidence(
+        query_id=query_id, lead_id=lead_id, signatures_query_um=sigs(query_prep), signatures_lead_um=sigs(lead_prep),
+        pixel_um=float(query_prep.pixel_um), land_scores=np.asarray(comparison.ccf, np.float64),
+        phase=int(comparison.phase), lags_um=tuple(lags),
+        score=None if not np.isfinite(comparison.score) else float(comparison.score),
+    )

@@ -560,6 +560,34 @@ def query_figure(surface: np.ndarray, pixel_um: float, *, title: str, width_in: 
 # ---------------------------------------------------------------- bullets
 
 
+def bullet_query_figure(prep, *, title: str, width_in: float = 3.6, dpi: float = 100.0):
+    """The query bullet's land signatures, one above the other, with a scale bar in µm."""
+    lands = list(prep.lands)
+    fig = new_figure(width_in, max(2.4, 0.55 * len(lands) + 0.9), dpi=dpi)
+    ax = fig.add_axes([0.14, 0.12, 0.83, 0.76])
+    offset = 0.0
+    span = 0.0
+    for i, l in enumerate(lands):
+        if l is None:
+            ax.text(0, -offset, f"land {i + 1}: not scanned", fontsize=6.5, va="center")
+        else:
+            s = np.asarray(l.signature, np.float64)
+            x = np.arange(len(s)) * prep.pixel_um
+            span = max(span, float(x[-1]) if len(x) else 0.0)
+            ax.plot(x, s - offset, color=BLUE, linewidth=0.7)
+        offset += 4.0 * max((np.nanstd(l.signature) if l is not None else 1.0), 0.25)
+    ax.set_yticks([])
+    ax.set_xlabel("position along the land (µm)", fontsize=7)
+    ax.tick_params(labelsize=6.5)
+    ax.set_title(title, fontsize=9)
+    if span > 0:
+        L = nice_length_um(span)
+        y = ax.get_ylim()[0]
+        ax.plot([0, L], [y, y], color="black", linewidth=2.4, solid_capstyle="butt", gid="scale-bar")
+        ax.text(L / 2, y, _fmt_um(L), ha="center", va="bottom", fontsize=6.5, gid="scale-bar-label")
+    return fig
+
+
 def plot_land_scores(ax, land_scores: np.ndarray, phase: int, *, title: str | None = None,
                      query_label: str = "query land", lead_label: str = "lead land", colorbar: bool = True):
     """Land-by-land score matrix (cividis, value in every tile), the matched phase outlined.

@@ -145,12 +145,29 @@ def _cartridge_picture(db, query_prep, lead: Lead, *, query_id: str, comparison,
     return LeadPicture(lead, png, ev, note)
 
 
-#: How the pictures of a lead are made, by exhibit kind. The bullet path adds
-#: ``"bullet"``: a function of the same signature that fills a
-#: :class:`~ibin.report.BulletEvidence` (land signatures, land score matrix,
-#: matched phase) from the bullet comparison and draws it with
-#: :func:`~ibin.report.bullet_lead_figure`.
-_PICTURES = {"cartridge": _cartridge_picture}
+def _bullet_picture(db, query_prep, lead: Lead, *, query_id: str, comparison, header: bool,
+                    dpi: float) -> LeadPicture:
+    from ..correlate import ProfileParams, ProfileSet, compare_bullets
+    from ..engine import load_prepared
+    from ._evidence import bullet_evidence
+    from ._figures import bullet_lead_figure, figure_png
+
+    lead_prep = load_prepared(db, lead.id)
+    if comparison is None:
+        sets = [ProfileSet([None if l is None else l.signature for l in p.lands], p.pixel_um,
+                           coarse_factor=ProfileParams().coarse_factor) for p in (query_prep, lead_prep)]
+        comparison = compare_bullets(*sets)
+    ev = bullet_evidence(query_prep, lead_prep, comparison, query_id=query_id, lead_id=lead.id)
+    png = figure_png(bullet_lead_figure(ev, rank=lead.rank, dpi=dpi))
+    note = ""
+    if not math.isclose(comparison.score, lead.score, rel_tol=0, abs_tol=1e-4):
+        note = (f"the comparison repeated for this picture scored {comparison.score:.4f}, the lead list "
+                f"{lead.score:.4f}: the database changed or the exhibits were prepared differently")
+    return LeadPicture(lead, png, ev, note)
+
+
+#: How the pictures of a lead are made, by exhibit kind.
+_PICTURES = {"cartridge": _cartridge_picture, "bullet": _bullet_picture}
 
 
 def build_report(
@@ -203,6 +220,9 @@ def build_report(
     if exhibit_id is not None:
         ll = next(iter(search_exhibits(db, [exhibit_id], kind=kind, params=p, details=details)))
         qmd = dict(db.get(exhibit_id).metadata)
+    elif kind == "bullet":  # a bullet's land files (or one land, a fragment)
+        ll = search(db, scan, kind=kind, params=p, details=details, pixel_um=pixel_um)
+        qmd = {}
     else:
         s = scan if isinstance(scan, Scan) else load_scan(scan, pixel_um=pixel_um)
         ll = search(db, s, kind=kind, params=p, details=details)
@@ -212,11 +232,16 @@ def build_report(
     t1 = time.perf_counter()
     pics = tuple(lead_picture(db, qprep, lead, query_id=ll.query_id, kind=ll.kind, comparison=comparisons.get(lead.id),
                               dpi=dpi) for lead in ll.leads[:pictures])
-    qpng = figure_png(query_figure(qprep.surface, qprep.pixel_um, title=f"query {ll.query_id}", dpi=dpi))
+    if ll.kind == "bullet":
+        from ._figures import bullet_query_figure
+
+        qpng = figure_png(bullet_query_figure(qprep, title=f"query {ll.query_id}", dpi=dpi))
+    else:
+        qpng = figure_png(query_figure(qprep.surface, qprep.pixel_um, title=f"query {ll.query_id}", dpi=dpi))
     t2 = time.perf_counter()
     return Report(
-        leads=ll, pictures=pics, query_png=qpng, query_metadata=qmd, query_notes=tuple(qprep.notes),
-        query_area_mm2=qprep.valid_area_mm2,
+        leads=ll, pictures=pics, query_png=qpng, query_metadata=qmd, query_notes=tuple(getattr(qprep, "notes", ())),
+        query_area_mm2=getattr(qprep, "valid_area_mm2", float("nan")),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         timing_ms={"search": (t1 - t0) * 1e3, "pictures": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3},
     )
@@ -295,8 +320,10 @@ def render_html(report: Report) -> str:
         f"<dt>query</dt><dd>{_e(ll.query_id)}</dd>",
         f"<dt>file</dt><dd>{_e(ll.query_file or '–')}</dd>",
         f"<dt>kind</dt><dd>{_e(ll.kind)}</dd>",
-        f"<dt>breech face</dt><dd>{_num(report.query_area_mm2, '.1f')} mm² measured after preparation</dd>",
     ]
+    bullet = ll.kind == "bullet"
+    if not bullet:
+        parts.append(f"<dt>breech face</dt><dd>{_num(report.query_area_mm2, '.1f')} mm² measured after preparation</dd>")
     for k, v in report.query_metadata.items():
         parts.append(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>")
     for n in report.query_notes:
@@ -304,13 +331,27 @@ def render_html(report: Report) -> str:
     t = ll.timing_ms
     parts.append(f"<dt>search</dt><dd>{_num(t.get('total'), '.0f')} ms (re-rank {_num(t.get('rerank'), '.0f')} ms)</dd>")
     parts += ["</dl></section>", "<h2>Leads</h2>", "<table><thead><tr>"]
-    cols = ["rank", "exhibit", "score", "CMC", "cells", "CCF", "rotation °", "dx µm", "dy µm", "metadata", "disposition"]
+    if bullet:
+        cols = ["rank", "exhibit", "score", "phase", "phase margin", "best land CCF", "lands compared", "metadata",
+                "disposition"]
+    else:
+        cols = ["rank", "exhibit", "score", "CMC", "cells", "CCF", "rotation °", "dx µm", "dy µm", "metadata",
+                "disposition"]
     parts.append("".join(f"<th>{c}</th>" for c in cols) + "</tr></thead><tbody>")
     for l in ll.leads:
         name = f'<a href="#lead-{l.rank}">{_e(l.id)}</a>' if l.rank in pics and pics[l.rank].png else _e(l.id)
         md = ", ".join(f"{k}={v}" for k, v in l.metadata.items())
         if l.status != "ok":
             md = l.status + ("; " + md if md else "")
+        if bullet:
+            x = l.extra
+            parts.append(
+                "<tr>" + f'<td class="num">{l.rank}</td><td>{name}</td>'
+                + f'<td class="num">{_num(l.score, ".3f")}</td><td class="num">{_num(x.get("phase"), "d")}</td>'
+                + f'<td class="num">{_num(x.get("phase_margin"), ".3f")}</td><td class="num">{_num(l.ccf, ".3f")}</td>'
+                + f'<td class="num">{len(x.get("lands", []))}</td><td>{_e(md)}</td><td>{_disposition_html(l)}</td></tr>'
+            )
+            continue
         parts.append(
             "<tr>" + f'<td class="num">{l.rank}</td><td>{name}</td>'
             + f'<td class="num">{_num(l.score, ".2f")}</td><td class="num">{_num(l.cmc, "d")}</td>'
@@ -321,12 +362,20 @@ def render_html(report: Report) -> str:
     if not ll.leads:
         parts.append(f'<tr><td colspan="{len(cols)}">no exhibits to compare with</td></tr>')
     parts.append("</tbody></table>")
-    parts.append(
+    if bullet:
+        parts.append(
+            '<p class="legend">Score = sequence average maximum (Hare, Hofmann & Carriquiry 2017): the mean, over the '
+            "land pairs of the best phase, of the land-to-land cross-correlation maximum (a missing comparison counts "
+            "zero). Phase k pairs query land i with lead land i + k; the phase margin is how far the best phase "
+            "stands above the next.</p>"
+        )
+    else:
+        parts.append(
         '<p class="legend">Score = CMC count + areal CCF. CMC: congruent matching cells, the smaller count of the two '
         f"directions (Song 2013; Tong et al. 2015): {cmc.cell_um:g} µm cells with CCF ≥ {cmc.ccf_threshold:g}, "
         f"within ±{cmc.xy_threshold_um:g} µm and ±{cmc.theta_threshold_deg:g}° of the consensus; six or more is the "
         "NIST identification criterion. The alignment (rotation, dx, dy) brings the lead onto the query.</p>"
-    )
+        )
     for p in report.pictures:
         l = p.lead
         parts.append(f'<section class="lead" id="lead-{l.rank}"><h2>Lead {l.rank}: {_e(l.id)}</h2>')
@@ -335,12 +384,25 @@ def render_html(report: Report) -> str:
         if r is not None:
             detail = (f" (query cells {r.cmc_ab.cmc}/{r.cmc_ab.cell_count}, lead cells {r.cmc_ba.cmc}/"
                       f"{r.cmc_ba.cell_count})")
-        parts.append(f"<p>score {_num(l.score, '.2f')} · CMC {_num(l.cmc, 'd')} of {_num(l.cells, 'd')}{detail} · CCF "
-                     f"{_num(l.ccf, '.3f')} · lead rotated {_num(l.rotation_deg, '.1f')}°, shifted "
-                     f"({_num(l.dx_um, '.0f')}, {_num(l.dy_um, '.0f')}) µm · disposition {_disposition_html(l)}</p>")
+        if bullet:
+            parts.append(f"<p>score {_num(l.score, '.3f')} · phase {_num(l.extra.get('phase'), 'd')} · best land CCF "
+                         f"{_num(l.ccf, '.3f')} · disposition {_disposition_html(l)}</p>")
+        else:
+            parts.append(f"<p>score {_num(l.score, '.2f')} · CMC {_num(l.cmc, 'd')} of {_num(l.cells, 'd')}{detail} · "
+                         f"CCF {_num(l.ccf, '.3f')} · lead rotated {_num(l.rotation_deg, '.1f')}°, shifted "
+                         f"({_num(l.dx_um, '.0f')}, {_num(l.dy_um, '.0f')}) µm · disposition {_disposition_html(l)}</p>")
         if p.note:
             parts.append(f'<p class="note">{_e(p.note)}</p>')
-        if p.png:
+        if p.png and bullet:
+            alt = f"lead {l.rank}, {l.id}: land-by-land scores with the matched phase, aligned land signatures"
+            parts.append(f'<img alt="{_e(alt)}" src="{_png_uri(p.png)}">')
+            parts.append(
+                '<p class="legend">Left: the land-by-land cross-correlation maxima (query lands in rows, lead lands '
+                "in columns), the tiles of the matched phase outlined in blue. Right: each matched pair of land "
+                "signatures aligned by its lag (query solid blue, lead dashed orange), heights in µm against the "
+                "position along the land.</p>"
+            )
+        elif p.png:
             alt = (f"lead {l.rank}, {l.id}: query and aligned lead with congruent matching cells, overlay, "
                    "correlation around the peak, correlation against rotation, cell positions")
             parts.append(f'<img alt="{_e(alt)}" src="{_png_uri(p.png)}">')
