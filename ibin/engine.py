@@ -317,12 +317,34 @@ def ingest(
             report.results.append(res)
             if progress is not None:
                 progress(i + 1, total, res)
+        if handle is not None and report.added:
+            fit_indexes(handle, kind)
     except _Abort as a:  # the database cannot be opened: a problem of the batch, not of one file
         raise a.error from None
     finally:
         if owned and handle is not None:
             handle.close()
     return report
+
+
+def fit_indexes(db, kind: str = "cartridge") -> dict[str, str]:
+    """Give each spectral index the kind that fits its size (:func:`spectral_index_factory`).
+
+    Run after an ingest: an index that has outgrown exact search is trained
+    and saved in place (atomically); searches in other processes go on with
+    the index they loaded. Returns the index kind of each space.
+    """
+    out = {}
+    for space in db.spaces():
+        if not space.startswith(f"{kind}/"):
+            continue
+        want = spectral_index_factory(db.space_size(space))
+        idx = db.index(space)
+        if idx is not None and idx.factory != want:
+            log.info("%s: %d descriptors, rebuilding its index as %s", space, idx.ntotal, want)
+            idx = db.index(space, factory=want)
+        out[space] = idx.factory if idx is not None else want
+    return out
 
 
 class _Abort(Exception):
@@ -545,8 +567,7 @@ def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | 
             scores[rowid] = s
     k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
     space = f"{kind}/{prep.modality}"
-    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k_spec, allowed_rowids=allowed,
-                                     factory=spectral_index_factory(db.space_size(space)))
+    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k_spec, allowed_rowids=allowed)
     spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
     polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
     ids = polar_order + [r for r in spectral if r not in scores]

@@ -20,15 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import open_database
+    from ..engine import KINDS, fit_indexes, open_database
 
     db = open_database(args.db)
     try:
         counts = db.reindex(user=args.user)
+        kinds = {}
+        for k in KINDS:
+            kinds.update(fit_indexes(db, k))  # the kind of index each space's size calls for
     finally:
         db.close()
     for space, n in counts.items():
-        print(f"{space}: {n} vectors indexed")
+        print(f"{space}: {n} vectors indexed" + (f" ({kinds[space]})" if space in kinds else ""))
     if not counts:
         print(f"{args.db}: no vectors on file; nothing to index")
     return 0

@@ -810,8 +810,15 @@ class Database:
                 conn.close()
         return ((max(int(top), int(hw[0]) if hw else 0) + 1) << _VECTOR_PART_BITS) - 1
 
-    def index(self, space: str, *, factory: str = "Flat") -> VectorIndex | None:
+    def index(self, space: str, *, factory: str | None = None) -> VectorIndex | None:
         """The FAISS index of a descriptor space, caught up with the catalog (None when the space is empty).
+
+        ``factory`` asks for a kind of index (:class:`VectorIndex`): an index
+        file of another kind is rebuilt from the catalog and saved in its
+        place. ``None`` takes the index file as it is (exact ``"Flat"`` when
+        there is none), so a search never trains an index: the engine
+        changes the kind after an ingest, and other processes keep searching
+        their loaded index until they open the new file.
 
         The index file is used only when its SHA-256, catalog id and
         watermark check out; otherwise the index is rebuilt from the
@@ -822,13 +829,13 @@ class Database:
             return None
         idx = self._indexes.get(space)
         path = self.index_path(space)
-        if idx is None or idx.dim != dim or idx.factory != factory:
+        if idx is None or idx.dim != dim or (factory is not None and idx.factory != factory):
             idx = VectorIndex.load(path, dim, factory, catalog_id=self.catalog_id)
             if idx is not None and idx.watermark > self.max_vector_id(latest=True):
                 # vector ids the catalog never issued: the catalog was restored from an older copy
                 log.warning("%s: index file is ahead of the catalog; it will be rebuilt", path)
                 idx = None
-            idx = idx or VectorIndex(dim, factory)
+            idx = idx or VectorIndex(dim, factory or "Flat")
         n_before = idx.ntotal
         rows = self._conn.execute(
             "SELECT id, vec FROM vectors WHERE space = ? AND id > ? ORDER BY id", (space, idx.watermark)
@@ -902,11 +909,10 @@ class Database:
 
     def search_vectors(self, space: str, queries: np.ndarray, k: int, *,
                        allowed_rowids: np.ndarray | None = None,
-                       factory: str = "Flat") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       factory: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nearest stored vectors: ``(scores (n, k), exhibit rowids (n, k), parts (n, k))``; -1 = empty.
 
-        ``factory`` is the index wanted for the space (:class:`VectorIndex`);
-        an index file of another kind is rebuilt (trained) from the catalog.
+        ``factory`` as for :meth:`index` (default: the index on file).
         """
         idx = self.index(space, factory=factory)
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))

@@ -186,9 +186,11 @@ class VectorIndex:
                 pass
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dim: int, factory: str, *, catalog_id: str | None = None,
+    def load(cls, path: str | os.PathLike, dim: int, factory: str | None, *, catalog_id: str | None = None,
              max_id: int | None = None) -> "VectorIndex | None":
         """Read an index file; None when it is missing, damaged, of another shape or another database.
+
+        ``factory=None`` accepts the file's own kind of index.
 
         ``max_id`` is the largest vector id the catalog can have issued: an
         index holding a larger one was not made from this catalog.
@@ -199,6 +201,8 @@ class VectorIndex:
                 log.warning("%s: %s; it will be rebuilt from the catalog", path, problem)
             return None
         index, meta = got
+        if factory is None:
+            factory = str(meta.get("factory"))
         if int(meta.get("dim", -1)) != dim or meta.get("factory") != factory or index.d != dim:
             return None
         if catalog_id is not None and meta.get("catalog") != catalog_id:
