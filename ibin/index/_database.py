@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     vec BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS vectors_space ON vectors(space, id);
+CREATE INDEX IF NOT EXISTS vectors_exhibit ON vectors(exhibit);
 """
 
 
@@ -299,8 +300,11 @@ class Database:
         return conn
 
     def _migrate(self) -> None:
-        """Add what older catalogs lack: the audit log (with a baseline of the exhibits on file) and an id."""
-        names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+        """Add what older catalogs lack: the audit log (with a baseline of the exhibits on file), an id, indexes."""
+        names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger', 'index')")}
+        if "vectors_exhibit" not in names:  # an exhibit's vectors by exhibit (deletion, digests), ibin < 0.1.1
+            with self.write() as cur:
+                cur.execute("CREATE INDEX IF NOT EXISTS vectors_exhibit ON vectors(exhibit)")
         if {"audit", "audit_no_update", "audit_no_delete"} <= names and self.get_setting("catalog_id"):
             return
         with self.write() as cur:
