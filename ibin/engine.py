@@ -65,7 +65,10 @@ class SearchParams:
     exhibits by descriptor similarity; a coarse areal correlation screens
     them (:class:`ibin.correlate.QueryScreen`); the best ``verify`` go
     through the full comparison (registration and congruent matching
-    cells), whose score orders the lead list.
+    cells), whose score orders the lead list. Leads identified by the
+    congruent-cell criterion then expand the search: their own candidates
+    are screened and compared in full too (query expansion, see
+    :func:`_expand`), so a mate the query's signatures missed still comes up.
 
     Attributes
     ----------
@@ -603,22 +606,32 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
     if len(rowids) == 0:
         return []
     pp = PolarParams()
-    # the first harmonics of every stored signature, kept with the database handle
-    key = ("polar-coarse", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
-    coarse = db.derived.get(key)
-    if coarse is None:
-        coarse = np.ascontiguousarray(x[:, coarse_columns(pp.rings_kept, pp.harmonics, 8)], dtype=np.float32)
+    # per anchor: its positions in the matrix and the first harmonics of its
+    # signatures (contiguous), kept with the database handle
+    key = ("polar-by-anchor", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
+    by_anchor = db.derived.get(key)
+    if by_anchor is None:
+        cols = coarse_columns(pp.rings_kept, pp.harmonics, 8)
+        by_anchor = {}
+        for part in np.unique(parts):
+            sel = np.flatnonzero(parts == part)
+            by_anchor[int(part)] = (sel, np.ascontiguousarray(x[sel][:, cols], dtype=np.float32))
         db.derived.clear()
-        db.derived[key] = coarse
-    keep = np.ones(len(rowids), bool) if allowed is None else np.isin(rowids, allowed)
+        db.derived[key] = by_anchor
     best: dict[int, float] = {}
     for anchor, C in zip(prep.anchors, prep.polar):
-        sel = np.flatnonzero(keep & (parts == ANCHOR_PARTS[anchor]))
+        entry = by_anchor.get(ANCHOR_PARTS[anchor])
+        if entry is None:
+            continue
+        sel, coarse = entry
+        if allowed is not None:
+            keep = np.flatnonzero(np.isin(rowids[sel], allowed))
+            sel, coarse = sel[keep], coarse[keep]
         if len(sel) == 0:
             continue
-        idx, score = rotation_max_top(C, x[sel], min(k, len(sel)), coarse=coarse[sel])
-        for i, s in zip(sel[idx], score):
-            r = int(rowids[i])
+        idx, score = rotation_max_top(C, x, min(k, len(sel)), coarse=coarse, rows=sel)
+        for r, s in zip(rowids[sel[idx]], score):
+            r = int(r)
             if s > best.get(r, -np.inf):
                 best[r] = float(s)
     return sorted(best.items(), key=lambda t: -t[1])[:k]
@@ -640,6 +653,9 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         t3 = time.perf_counter()
         ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
         t4 = time.perf_counter()
+        ranked = _expand(db, kind, q, params, cache, ranked, cands, query_rowid=query_rowid,
+                         exclude=(query_rowid, exclude_rowid))
+        t5 = time.perf_counter()
         on_file = db.count(kind=kind) if total is None else total
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
     # the examiners' verdicts on these pairs, when the query is an exhibit on file
@@ -650,11 +666,55 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         query_id=query_id, query_file=query_file, kind=kind, leads=leads,
         database_path=str(db.path), database_exhibits=on_file,
         timing_ms={"prepare": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "screen": (t3 - t2) * 1e3,
-                   "rerank": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
+                   "rerank": (t4 - t3) * 1e3, "expand": (t5 - t4) * 1e3, "total": (t5 - t0) * 1e3},
     )
     if audit_query is not None:
         _audit_search(db, ll, params, user, audit_query)
     return ll
+
+
+#: Congruent matching cells from which a lead counts as an identification
+#: (the numerical criterion C = 6 of Song, J. (2013), "Proposed NIST
+#: ballistics identification system (NBIS) based on 3D topography
+#: measurements on correlation cells", AFTE Journal 45(2), 184-194).
+IDENTIFICATION_CMC = 6
+#: Identified leads whose own candidates join the search (query expansion).
+EXPAND_LEADS = 2
+
+
+def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ranked: list, cands: list,
+            *, query_rowid: int | None, exclude: tuple) -> list:
+    """Query expansion: the candidates of identified leads join the screen and the full comparison.
+
+    A lead with at least :data:`IDENTIFICATION_CMC` congruent cells came
+    from the query's firearm by the field's criterion, so the exhibits that
+    resemble it are likely mates of the query too, even when the query's own
+    signatures missed them (a worn or partly marked cartridge case). This
+    is the "total recall" query expansion of image retrieval (Chum et al.,
+    ICCV 2007), made safe by the full comparison that every added exhibit
+    still goes through. At most :data:`EXPAND_LEADS` leads are expanded,
+    each with a quarter of the candidate budget; the added exhibits are
+    screened and the best ``verify // 2`` compared in full.
+    """
+    from dataclasses import replace
+
+    strong = [rec for _, rec, r in ranked[:EXPAND_LEADS]
+              if not isinstance(r, str) and getattr(r, "cmc", 0) >= IDENTIFICATION_CMC]
+    if not strong:
+        return ranked
+    seen = {rec.rowid for rec in cands} | {r for r in exclude if r is not None}
+    sub = replace(params, candidates=max(1, params.candidates // 4), verify=1, top=1)
+    extra = []
+    for rec in strong:
+        for c in _candidates(db, cache.prepared(db, rec).prep, kind, sub, exclude_rowid=rec.rowid):
+            if c.rowid not in seen:
+                seen.add(c.rowid)
+                extra.append(c)
+    if not extra:
+        return ranked
+    more = _rerank(q, _screen(q, extra, db, max(1, params.n_verify // 2)), db, cache,
+                   query_rowid=query_rowid, workers=params.workers)
+    return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))
 
 
 def _audit_search(db, ll: LeadList, p: SearchParams, user: str | None, query: dict) -> None:

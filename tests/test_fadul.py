@@ -46,6 +46,37 @@ def test_three_slides_lead_lists(tmp_path):
     db.close()
 
 
+@pytest.mark.realdata
+def test_query_expansion_finds_mates_the_candidates_missed(tmp_path, monkeypatch):
+    """A mate the query's own candidate stage misses is brought in by the identified leads (seen at 20k: Z and 3-1)."""
+    import ibin.engine as engine
+    from ibin import SearchParams, ingest, open_database, search_exhibits
+
+    d, key = _key()
+    files = sorted(f for f, fa in key.items() if fa in ("fadul-slide-1", "fadul-slide-2", "fadul-slide-3"))
+    db = open_database(tmp_path / "db", create=True)
+    ingest(db, [d / f for f in files])
+    fire = {f[:-4]: key[f] for f in files}
+    z = db.get("Fadul_Z").rowid
+    own = engine._candidates
+
+    def missing_3_1(db_, prep, kind, params, exclude_rowid=None):
+        out = own(db_, prep, kind, params, exclude_rowid=exclude_rowid)
+        return [r for r in out if not (exclude_rowid == z and r.id == "Fadul_3-1")]
+
+    monkeypatch.setattr(engine, "_candidates", missing_3_1)
+    p = SearchParams(top=11)
+    ll = next(iter(search_exhibits(db, ["Fadul_Z"], params=p)))
+    mates = [l for l in ll.leads if fire[l.id] == fire["Fadul_Z"]]
+    assert [l.id for l in ll.leads[: len(mates)]] == [l.id for l in mates]  # mates first
+    assert "Fadul_3-1" in {l.id for l in mates}
+    assert all(l.cmc < engine.IDENTIFICATION_CMC for l in ll.leads[len(mates):])
+    monkeypatch.setattr(engine, "EXPAND_LEADS", 0)
+    ll = next(iter(search_exhibits(db, ["Fadul_Z"], params=p)))
+    assert "Fadul_3-1" not in {l.id for l in ll.leads}  # the miss is real without expansion
+    db.close()
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_all_780_pairs_separate():

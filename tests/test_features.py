@@ -167,3 +167,24 @@ def test_polar_signatures_separate_firearms(synth_cases):
     scores = {k: float(rotation_max(q.polar[0], v[0].polar[0][None])[0][0]) for k, v in synth_cases.items() if k != (0, 0)}
     assert max(scores, key=scores.get) == (0, 1)
     assert scores[(0, 1)] > max(s for k, s in scores.items() if k[0] != 0) + 0.05
+
+
+def test_rotation_max_top_agrees_with_exact_search():
+    """The two-pass top-k equals an exhaustive search when the coarse pass keeps everything, and rows= searches a subset."""
+    from ibin.features import rotate_signature, rotation_max
+    from ibin.features._polar import from_vector, rotation_max_top, to_vector
+
+    rng = np.random.default_rng(3)
+    n, R, M = 500, 8, 32
+    C = (rng.standard_normal((n, R, M)) + 1j * rng.standard_normal((n, R, M))).astype(np.complex64)
+    C /= np.linalg.norm(C.reshape(n, -1), axis=1)[:, None, None]
+    q = rotate_signature(C[123], 77.0)
+    X = to_vector(C)
+    exact, _ = rotation_max(q, from_vector(X, R))
+    idx, s = rotation_max_top(q, X, 5, keep=n)
+    assert idx[0] == 123 and s[0] > 0.9  # 128 rotation steps: harmonic 32 can be 1.4 degrees off
+    assert np.array_equal(idx, np.argsort(-exact)[:5])
+    rows = np.arange(100, 300)
+    idx2, s2 = rotation_max_top(q, X, 5, rows=rows, keep=len(rows))
+    assert rows[idx2[0]] == 123
+    assert np.array_equal(rows[idx2], 100 + np.argsort(-exact[100:300])[:5])

@@ -214,7 +214,8 @@ def coarse_columns(rings: int, harmonics: int, coarse_harmonics: int) -> np.ndar
 
 
 def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: np.ndarray | None = None,
-                     coarse_harmonics: int = 8, keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     coarse_harmonics: int = 8, keep: int | None = None,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the ``k`` stored signatures that best match the query at any rotation.
 
     Two passes over all stored signatures, both exact for what they compute:
@@ -234,6 +235,10 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     k : int
     coarse : ndarray (n, 2 * rings * coarse_harmonics), float32, optional
         ``stored[:, coarse_columns(...)]``, when kept between searches.
+    rows : ndarray (n,) int, optional
+        Search only these rows of ``stored`` (``coarse`` then holds just
+        their coarse columns, in this order); indices returned are into
+        ``rows``. Spares copying a large ``stored``.
 
     Returns
     -------
@@ -242,14 +247,15 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     """
     q = np.asarray(query, dtype=np.complex64)
     R, M = q.shape
-    n = stored.shape[0]
+    n = stored.shape[0] if rows is None else len(rows)
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     if stored.shape[1] != 2 * R * M:
         raise ValueError(f"stored signatures have {stored.shape[1]} values, expected {2 * R * M}")
     mc = min(coarse_harmonics, M)
     if coarse is None:
-        coarse = np.ascontiguousarray(stored[:, coarse_columns(R, M, mc)], dtype=np.float32)
+        src = stored if rows is None else stored[rows]
+        coarse = np.ascontiguousarray(src[:, coarse_columns(R, M, mc)], dtype=np.float32)
     # rotated query coefficients: rotating the stored surface by alpha is the
     # same as rotating the query by -alpha; <q_rot, d> = Re sum q conj(d) e^{i m alpha}
     ang = np.arange(4 * mc) * (2 * np.pi / (4 * mc))
@@ -261,6 +267,7 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
         scores[s : s + step] = (coarse[s : s + step] @ V).max(axis=1)
     keep = min(n, keep or max(10 * k, 2000))
     cand = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < n else np.arange(n)
-    exact, _ = rotation_max(q, from_vector(np.asarray(stored[cand], dtype=np.float32), R))
+    picked = stored[cand] if rows is None else stored[np.asarray(rows)[cand]]
+    exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R))
     order = np.argsort(-exact)[:k]
     return cand[order].astype(np.int64), exact[order]
