@@ -79,15 +79,24 @@ class Universe:
         self.n += n
 
     def freeze(self):
-        from ibin.features._polar import coarse_columns
+        from ibin.features._polar import COARSE_HARMONICS, coarse_columns
 
         self.P = np.concatenate(self.polar_rows)
         self.PA = np.concatenate(self.polar_anchor)
         self.PO = np.concatenate(self.polar_owner)
         self.S = np.concatenate(self.spectral)
         self.F = np.concatenate(self.firearm)
-        self.C = np.ascontiguousarray(self.P[:, coarse_columns(8, 32, 8)])
+        self.C = np.ascontiguousarray(self.P[:, coarse_columns(8, 32, COARSE_HARMONICS)])
         self.by_anchor = {a: np.flatnonzero(self.PA == a) for a in np.unique(self.PA)}
+        # the spectral descriptors in the FAISS index the engine would use at this size
+        from ibin.engine import spectral_index_factory
+        from ibin.index import VectorIndex
+
+        t = time.perf_counter()
+        self.factory = spectral_index_factory(self.n)
+        self.sidx = VectorIndex(self.S.shape[1], self.factory)
+        self.sidx.add(np.arange(self.n, dtype=np.int64), self.S)
+        self.index_build_s = time.perf_counter() - t
         return self
 
 
@@ -124,9 +133,14 @@ def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: in
             if o != exclude and sc > best.get(o, -9):
                 best[o] = float(sc)
     polar = sorted(best, key=lambda o: -best[o])[:k_polar]
-    sims = U.S @ q_spec
-    sims[exclude] = -9 if exclude >= 0 else sims[exclude]
-    spec = np.argpartition(-sims, k_spec)[:k_spec]
+    if exact:
+        sims = U.S @ q_spec
+        if exclude >= 0:
+            sims[exclude] = -9
+        spec = np.argpartition(-sims, k_spec)[:k_spec]
+    else:
+        _, ids = U.sidx.search(q_spec[None], k_spec + 1)
+        spec = [i for i in ids[0] if i >= 0 and i != exclude][:k_spec]
     return set(polar) | {int(i) for i in spec}, set(polar), {int(i) for i in spec}
 
 
@@ -135,8 +149,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--queries", type=int, default=200, help="synthetic planted queries per N")
     ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--k-polar", type=int, default=100)
-    ap.add_argument("--k-spec", type=int, default=25)
+    from ibin import SearchParams
+
+    sp_default = SearchParams()
+    k_default = max(sp_default.candidates, sp_default.n_verify)
+    ap.add_argument("--k-polar", type=int, default=k_default, help="polar candidates (the engine's default)")
+    ap.add_argument("--k-spec", type=int, default=max(1, k_default // 4), help="spectral candidates (the engine's default)")
+    ap.add_argument("--exact-queries", type=int, default=20, help="queries also run through the exact search, per N")
     a = ap.parse_args(argv)
     from ibin import open_database
     from ibin.features._polar import from_vector
@@ -196,7 +215,8 @@ def main(argv=None) -> dict:
 
             for j in range(2):
                 ok = s_anch[:ts, j] >= 0
-                vecs[ok, j] = to_vector(s_polar[:ts, j][ok])
+                if ok.any():
+                    vecs[ok, j] = to_vector(s_polar[:ts, j][ok])
             U.add(vecs, s_anch[:ts], s_spec[:ts], s_fire[:ts])
             rest -= ts
             made = "full pipeline + signatures only"
@@ -248,8 +268,8 @@ def main(argv=None) -> dict:
                "recall_spectral_only": {k: float(np.mean(v)) for k, v in hit_s.items()},
                "candidate_ms": quantiles(np.array(lat) * 1e3)}
         # exact polar search on a few queries, for the recall of the two-pass search
-        ex_hit, ex_lat = [], []
-        for qi, kind in qs[:: max(1, len(qs) // 20)]:
+        ex_hit, ex_lat, ex_recall, fast_recall = [], [], [], []
+        for qi, kind in qs[:: max(1, len(qs) // a.exact_queries)]:
             if kind == "fadul":
                 prep = fprep[fnames[qi]]
                 qp, qa, qsv = prep.polar, prep.anchors, prep.descriptor
@@ -259,12 +279,20 @@ def main(argv=None) -> dict:
                 qp = [from_vector(pv[pos, j], 8) for j in range(2) if pa[pos, j] >= 0]
                 qsv = sp[pos]
             t = time.perf_counter()
-            _, pe, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi, exact=True)
+            ue, pe, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi, exact=True)
             ex_lat.append(time.perf_counter() - t)
-            _, pf, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
+            uf, pf, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
             ex_hit.append(len(pe & pf) / max(1, len(pe)))
+            mates = [j for j in np.flatnonzero(U.F == U.F[qi]) if j != qi]
+            ex_recall += [m in ue for m in mates]
+            fast_recall += [m in uf for m in mates]
         row["two_pass_vs_exact_polar_overlap"] = float(np.mean(ex_hit))
-        row["exact_polar_ms"] = quantiles(np.array(ex_lat) * 1e3)
+        row["exact_subsample"] = {"queries": len(ex_lat), "mates": len(ex_recall),
+                                  "recall_exact": float(np.mean(ex_recall)) if ex_recall else None,
+                                  "recall_ibin": float(np.mean(fast_recall)) if fast_recall else None}
+        row["exact_candidate_ms"] = quantiles(np.array(ex_lat) * 1e3)
+        row["spectral_index"] = U.factory
+        row["spectral_index_build_s"] = U.index_build_s
         row["bytes_per_exhibit_signatures"] = float((U.P.nbytes + U.S.nbytes + U.C.nbytes) / U.n)
         curves.append(row)
         print(f"N={U.n}: recall synthetic {row['recall']['synthetic']:.3f}, Fadul {row['recall']['fadul']:.3f}; "

@@ -597,7 +597,7 @@ def spectral_index_factory(n: int) -> str:
 
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
     """Exhibits whose polar signatures correlate best with the query's at any rotation."""
-    from .features._polar import PolarParams, coarse_columns, rotation_max_top
+    from .features._polar import COARSE_HARMONICS, PolarParams, coarse_columns, rotation_max_top
 
     if prep.polar is None:
         return []
@@ -611,7 +611,7 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
     key = ("polar-by-anchor", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
     by_anchor = db.derived.get(key)
     if by_anchor is None:
-        cols = coarse_columns(pp.rings_kept, pp.harmonics, 8)
+        cols = coarse_columns(pp.rings_kept, pp.harmonics, COARSE_HARMONICS)
         by_anchor = {}
         for part in np.unique(parts):
             sel = np.flatnonzero(parts == part)

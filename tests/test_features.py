@@ -181,10 +181,12 @@ def test_rotation_max_top_agrees_with_exact_search():
     q = rotate_signature(C[123], 77.0)
     X = to_vector(C)
     exact, _ = rotation_max(q, from_vector(X, R))
-    idx, s = rotation_max_top(q, X, 5, keep=n)
+    idx, s = rotation_max_top(q, X, 5, keep=n, exact_limit=0)
     assert idx[0] == 123 and s[0] > 0.9  # 128 rotation steps: harmonic 32 can be 1.4 degrees off
     assert np.array_equal(idx, np.argsort(-exact)[:5])
     rows = np.arange(100, 300)
-    idx2, s2 = rotation_max_top(q, X, 5, rows=rows, keep=len(rows))
+    idx2, s2 = rotation_max_top(q, X, 5, rows=rows, keep=len(rows), exact_limit=0)
     assert rows[idx2[0]] == 123
     assert np.array_equal(rows[idx2], 100 + np.argsort(-exact[100:300])[:5])
+    idx3, _ = rotation_max_top(q, X, 5, rows=rows)  # few signatures: the one-pass exact search
+    assert np.array_equal(idx3, idx2)
