@@ -119,6 +119,17 @@ def main(argv=None) -> dict:
         rep = ingest(db, batch)
         ingest_wall, ingest_cpu = time.perf_counter() - t, time.process_time() - c
         db.close()
+    # peak memory of an ingest, in a process of its own (the CLI, as an examiner runs it)
+    import resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ibin", "ingest", str(Path(tmp) / "db"), *map(str, batch)],
+                       capture_output=True, text=True, check=True, cwd=str(ROOT))
+        cli_wall = time.perf_counter() - t
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_mib = peak_kib / 1024 if peak_kib > before else None  # None: an earlier child was larger
     # numba cache across processes
     probe = []
     with tempfile.TemporaryDirectory() as cache:
@@ -143,7 +154,8 @@ def main(argv=None) -> dict:
         "scratch_core_cpu_s_per_pair_median": peer,
         "speedup_vs_scratch_core": None if peer is None else float(peer / np.median(cpu)),
         "ingest": {"scans": rep.added, "wall_s": ingest_wall, "cpu_s": ingest_cpu,
-                   "scans_per_s_wall": rep.added / ingest_wall, "scans_per_s_cpu": rep.added / ingest_cpu},
+                   "scans_per_s_wall": rep.added / ingest_wall, "scans_per_s_cpu": rep.added / ingest_cpu,
+                   "cli_process": {"scans": len(batch), "wall_s_with_start_up": cli_wall, "peak_rss_mib": peak_mib}},
         "numba_cache": {"first_process": probe[0], "second_process": probe[1], "cache_index_files": cached},
     }
     out = write("pair_speed", result)

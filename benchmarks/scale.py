@@ -156,6 +156,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--k-polar", type=int, default=k_default, help="polar candidates (the engine's default)")
     ap.add_argument("--k-spec", type=int, default=max(1, k_default // 4), help="spectral candidates (the engine's default)")
     ap.add_argument("--exact-queries", type=int, default=20, help="queries also run through the exact search, per N")
+    ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "images" / "scale.png",
+                    help="PNG of the curves (default docs/images/scale.png)")
     a = ap.parse_args(argv)
     from ibin import open_database
     from ibin.features._polar import from_vector
@@ -298,8 +300,65 @@ def main(argv=None) -> dict:
         print(f"N={U.n}: recall synthetic {row['recall']['synthetic']:.3f}, Fadul {row['recall']['fadul']:.3f}; "
               f"candidates p50 {row['candidate_ms']['p50']:.0f} ms; two-pass = exact {row['two_pass_vs_exact_polar_overlap']:.3f}")
         result["curves"] = curves
+        result["projection_10M"] = project(curves)
         write("scale", result)
+    if a.plot:
+        plot(result, a.plot)
     return result
+
+
+def plot(result: dict, path: Path) -> Path:
+    """Candidate latency (p50, p95; exact search for comparison) and recall against N, on log axes, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    c = result["curves"]
+    N = [r["N"] for r in c]
+    fig = Figure(figsize=(9, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
+    a.loglog(N, [r["candidate_ms"]["p50"] for r in c], "o-", color="#00204c", label="ibin candidates p50")
+    a.loglog(N, [r["candidate_ms"]["p95"] for r in c], "o--", color="#00204c", alpha=0.6, label="ibin candidates p95")
+    a.loglog(N, [r["exact_candidate_ms"]["p50"] for r in c], "s:", color="#c8a800", label="exact search p50")
+    if result.get("projection_10M"):
+        p = result["projection_10M"]
+        a.loglog([N[-1], p["N"]], [c[-1]["candidate_ms"]["p50"], p["candidate_ms_p50"]], ":", color="#00204c")
+        a.plot([p["N"]], [p["candidate_ms_p50"]], "o", mfc="white", color="#00204c", label="projected")
+    a.set_xlabel("exhibits on file N")
+    a.set_ylabel("candidate stage, ms (one thread)")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend(fontsize=8)
+    for kind, style in (("synthetic", "o-"), ("fadul", "s--")):
+        b.semilogx(N, [100 * r["recall"][kind] for r in c], style, label=f"true mates in candidates: {kind}")
+    b.semilogx(N, [100 * (r["exact_subsample"]["recall_exact"] or 0) for r in c], "^:", label="exact search (subsample)")
+    b.set_xlabel("exhibits on file N")
+    b.set_ylabel("recall, %")
+    b.set_ylim(min(80, *[100 * r["recall"]["synthetic"] - 2 for r in c]), 100.5)
+    b.grid(True, which="both", alpha=0.3)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def project(curves: list[dict], n: int = 10_000_000) -> dict | None:
+    """Candidate latency at ``n``: a straight line ``t = a + b N`` through the measured sizes.
+
+    Both passes of the candidate stage read every stored signature, so the
+    cost grows linearly with N; the line is fitted to the sizes of 100,000
+    and more (the two-pass regime), or to the two largest when fewer.
+    """
+    pts = [(r["N"], r["candidate_ms"]["p50"]) for r in curves]
+    big = [p for p in pts if p[0] >= 100_000]
+    pts = big if len(big) >= 2 else pts[-2:]
+    if len(pts) < 2:
+        return None
+    N, t = np.array(pts, dtype=float).T
+    b, a = np.polyfit(N, t, 1)
+    b = max(b, 0.0)
+    return {"N": n, "candidate_ms_p50": float(a + b * n), "ms_per_million": float(b * 1e6),
+            "bytes_signatures": curves[-1]["bytes_per_exhibit_signatures"] * n,
+            "how": f"straight line through the p50 at N = {', '.join(str(int(x)) for x in N)}"}
 
 
 def _shot_similarity(polar, anch, spec, fire, n: int = 500) -> tuple[float, float]:
