@@ -23,6 +23,7 @@ measurement uses which:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def build_database(db_path: Path, n_firearms: int, shots: int, *, first_firearm:
     with get_context("fork").Pool(workers) as pool:
         for i, (firearm, shot, prep) in enumerate(pool.imap(_prepare_one, todo, chunksize=8)):
             add_prepared(db, prep, id=_syn_id(firearm, shot), kind="cartridge",
-                         source_name=f"synthetic-{firearm}-{shot}", sha256=f"synthetic:{firearm}:{shot}:{pixel_um}:{difficulty}",
+                         source_name=f"synthetic-{firearm}-{shot}", sha256=hashlib.sha256(f"synthetic:{firearm}:{shot}:{pixel_um}:{difficulty}".encode()).hexdigest(),
                          metadata=metadata_for(firearm, shot) | {"firearm": f"syn-{firearm}"}, fsync=False)
             added += 1
             if progress and (i + 1) % 200 == 0:

@@ -1,0 +1,78 @@
+"""Cold-case sweep throughput: every exhibit against the database, in worker processes.
+
+A sample of the exhibits of the 20k planted database (``DIR/planted-db``, see
+:mod:`benchmarks.planted`) is swept with :func:`ibin.search_exhibits`
+(``processes`` = 1 and 2, the machine's cores), as ``ibin search DB --all``
+does for all of them. Reported: lead lists per hour, the speed-up of two
+processes over one, peak memory of a worker, and the projected time of a
+sweep of 100,000 exhibits (the per-query time at 20k scaled by the
+candidate-stage growth measured in ``scale.json``, when present).
+
+Run: ``python -m benchmarks.sweep --work DIR [--sample 60]``
+"""
+
+from __future__ import annotations
+
+from ._common import single_thread
+
+single_thread()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from ._common import RESULTS, environment, write  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--sample", type=int, default=60)
+    a = ap.parse_args(argv)
+    from ibin import SearchParams, open_database, search_exhibits
+
+    env = environment(f"python -m benchmarks.sweep --work {a.work} --sample {a.sample}")
+    db = open_database(a.work / "planted-db", readonly=True)
+    recs = db.list(kind="cartridge")
+    rng = np.random.default_rng(9)
+    ids = [recs[i].id for i in sorted(rng.choice(len(recs), a.sample, replace=False))]
+    params = SearchParams()
+    runs = {}
+    for procs in (1, 2):
+        t = time.perf_counter()
+        n = sum(1 for _ in search_exhibits(db, ids, params=params, processes=procs))
+        runs[procs] = time.perf_counter() - t
+        assert n == len(ids)
+    peak_worker_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    n_on_file = len(recs)
+    db.close()
+    per_hour = {p: 3600 * len(ids) / s for p, s in runs.items()}
+    proj = None
+    sc = RESULTS / "scale.json"
+    if sc.exists():
+        curves = {c["N"]: c["candidate_ms"]["p50"] for c in json.loads(sc.read_text()).get("curves", [])}
+        big = [n for n in curves if n >= 100_000]
+        small = [n for n in curves if abs(n - n_on_file) < 0.2 * n_on_file]
+        if big and small:
+            extra_s = (curves[min(big)] - curves[small[0]]) / 1e3  # more candidate time per query at 100k
+            per_query = runs[2] / len(ids) + extra_s / 2
+            proj = {"exhibits": 100_000, "hours_2_processes": 100_000 * per_query / 3600,
+                    "how": f"sampled time per lead list at N = {n_on_file} plus the candidate-stage growth "
+                           f"from N = {small[0]} to {min(big)} in scale.json, over 2 processes"}
+    result = {"what": __doc__.split("\n\n")[0], "environment": env, "exhibits_on_file": n_on_file,
+              "queries": len(ids), "seconds": runs, "lead_lists_per_hour": per_hour,
+              "speedup_2_processes": runs[1] / runs[2], "peak_worker_rss_mib": peak_worker_mib,
+              "projection_100k": proj}
+    write("sweep", result)
+    print(f"sweep of {len(ids)} in {n_on_file}: {per_hour[1]:.0f}/h one process, {per_hour[2]:.0f}/h two "
+          f"({result['speedup_2_processes']:.2f}x); worker peak {peak_worker_mib:.0f} MiB"
+          + (f"; 100k sweep ~{proj['hours_2_processes']:.0f} h" if proj else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()
