@@ -595,6 +595,29 @@ def spectral_index_factory(n: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
+def search_plan(db) -> dict[str, str]:
+    """How the candidate stage searches each descriptor space of a database, in words (for ``ibin info``)."""
+    from .features._polar import COARSE_HARMONICS, EXACT_SIGNATURES
+
+    plan = {}
+    for space in db.spaces():
+        if "-polar/" in space:
+            rowids, parts, _ = db.space_matrix(space)
+            sizes = np.bincount(np.asarray(parts, dtype=np.int64)) if len(parts) else np.zeros(1, int)
+            largest = int(sizes.max())
+            if largest <= EXACT_SIGNATURES:
+                plan[space] = f"every rotation, exact (up to {EXACT_SIGNATURES:,} signatures per anchor; largest {largest:,})"
+            else:
+                plan[space] = (f"every rotation, two passes: {COARSE_HARMONICS} harmonics at {4 * COARSE_HARMONICS} "
+                               f"rotations, then exact for the best (largest anchor {largest:,} signatures)")
+        else:
+            idx = db.index(space)
+            if idx is None:
+                continue
+            plan[space] = f"FAISS {idx.factory}" + (f", nprobe {idx.nprobe}" if idx.nprobe else ", exact")
+    return plan
+
+
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
     """Exhibits whose polar signatures correlate best with the query's at any rotation."""
     from .features._polar import COARSE_HARMONICS, PolarParams, coarse_columns, rotation_max_top

@@ -53,6 +53,9 @@ def test_batch_with_a_bad_file(db, scans, capsys):
     assert main(["info", str(db), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["exhibits"] == 6
+    # how each space is searched is stated: few signatures, exact search
+    assert "exact" in info["spaces"]["cartridge-polar/height"]["search"]
+    assert info["spaces"]["cartridge/height"]["search"] == "FAISS Flat, exact"
     assert before[1] < (db / "store" / "seg-000001.ibf").stat().st_size
 
 

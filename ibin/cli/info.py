@@ -32,13 +32,14 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import open_database
+    from ..engine import open_database, search_plan
 
     db = open_database(args.db, readonly=True)
     try:
-        for space in db.spaces():
-            db.index(space)  # load, so the index type is reported
+        plan = search_plan(db)  # loads the indexes, so their type is reported
         info = db.info()
+        for space, how in plan.items():
+            info["spaces"][space]["search"] = how
         info["reviews"] = db.reviews.summary()
     finally:
         db.close()
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"exhibits   {info['exhibits']}" + "".join(f", {k}: {v}" for k, v in info["by_kind"].items()))
     for space, s in info["spaces"].items():
         print(f"index      {space}: {s['vectors']} vectors of {s['dim']} values, {s['index']}")
+        if s.get("search"):
+            print(f"           searched: {s['search']}")
     print(f"size       catalog {b['catalog'] / 1024:.0f} KiB, store {b['store'] / 1024:.0f} KiB, "
           f"index {b['index'] / 1024:.0f} KiB; {b['per_exhibit'] / 1024:.1f} KiB per exhibit")
     r = info["reviews"]
