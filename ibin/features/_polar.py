@@ -185,21 +185,25 @@ def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, ch
     rotation_deg : ndarray (n,), float32
         Rotation of the stored surface onto the query at the best score.
     """
+    from scipy import fft
+
     q = np.asarray(query, dtype=np.complex64)
+    qc = np.conj(q)
     d = np.asarray(stored)
     n = d.shape[0]
     M = q.shape[-1]
-    if angles < 2 * M:
-        raise ValueError("angles must be at least twice the number of harmonics")
+    if angles < 2 * M + 2:
+        raise ValueError("angles must be more than twice the number of harmonics")
     scores = np.empty(n, np.float32)
     rots = np.empty(n, np.float32)
     for s in range(0, n, chunk):
         blk = np.asarray(d[s : s + chunk], dtype=np.complex64)
-        P = np.einsum("km,nkm->nm", q, np.conj(blk))  # (b, M)
-        full = np.zeros((len(blk), angles), np.complex64)
-        # score(alpha_j) = Re sum_m P_m exp(i m alpha_j): an inverse DFT of P
-        full[:, 1 : M + 1] = P
-        S = np.fft.ifft(full, axis=1).real * angles
+        P = np.conj(np.einsum("km,nkm->nm", qc, blk))  # sum_k q conj(d), (b, M)
+        # score(alpha_j) = Re sum_m P_m exp(i m alpha_j): a real inverse DFT of
+        # the half spectrum X_m = P_m angles / 2 (single precision throughout)
+        X = np.zeros((len(blk), angles // 2 + 1), np.complex64)
+        X[:, 1 : M + 1] = P * np.float32(angles / 2)
+        S = fft.irfft(X, n=angles, axis=1)
         j = S.argmax(axis=1)
         scores[s : s + chunk] = S[np.arange(len(blk)), j]
         rots[s : s + chunk] = ((j * (360.0 / angles)) + 180.0) % 360.0 - 180.0
