@@ -33,12 +33,14 @@ single_thread()
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import SHARED, environment, quantiles, write  # noqa: E402
+from ._common import RESULTS, SHARED, environment, quantiles, write  # noqa: E402
 
 ANCHOR = {"firing_pin": 0, "primer": 1, "centroid": 2}
 
@@ -156,13 +158,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--k-polar", type=int, default=k_default, help="polar candidates (the engine's default)")
     ap.add_argument("--k-spec", type=int, default=max(1, k_default // 4), help="spectral candidates (the engine's default)")
     ap.add_argument("--exact-queries", type=int, default=20, help="queries also run through the exact search, per N")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of other sizes from the last scale.json")
     ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "images" / "scale.png",
                     help="PNG of the curves (default docs/images/scale.png)")
     a = ap.parse_args(argv)
     from ibin import open_database
     from ibin.features._polar import from_vector
 
-    env = environment("python -m benchmarks.scale --work " + str(a.work))
+    env = environment("python -m benchmarks.scale " + " ".join(sys.argv[1:] if argv is None else argv))
     result: dict = {"what": __doc__.split("\n\n")[0], "environment": env,
                     "parameters": {"k_polar": a.k_polar, "k_spectral": a.k_spec}}
     # ---- full-pipeline population
@@ -203,6 +206,10 @@ def main(argv=None) -> dict:
     q_syn = rng.choice(n_pop, size=min(a.queries, n_pop), replace=False)
     sizes = [int(s) for s in a.sizes.split(",")]
     curves = []
+    if a.merge and (RESULTS / "scale.json").exists():
+        # keep the other sizes of the last run (each row says when and how it was made)
+        curves = [c for c in json.loads((RESULTS / "scale.json").read_text()).get("curves", [])
+                  if c["N"] not in sizes]
     for N in sizes:
         U = Universe()
         U.add(np.stack(fv), np.stack(fa), fspec, ffire)  # Fadul first: indices 0..39
@@ -296,7 +303,9 @@ def main(argv=None) -> dict:
         row["spectral_index"] = U.factory
         row["spectral_index_build_s"] = U.index_build_s
         row["bytes_per_exhibit_signatures"] = float((U.P.nbytes + U.S.nbytes + U.C.nbytes) / U.n)
+        row["measured"] = env["when"]
         curves.append(row)
+        curves.sort(key=lambda r: r["N"])
         print(f"N={U.n}: recall synthetic {row['recall']['synthetic']:.3f}, Fadul {row['recall']['fadul']:.3f}; "
               f"candidates p50 {row['candidate_ms']['p50']:.0f} ms; two-pass = exact {row['two_pass_vs_exact_polar_overlap']:.3f}")
         result["curves"] = curves
