@@ -30,6 +30,10 @@ __all__ = ["VectorIndex", "faiss_version"]
 log = logging.getLogger(__name__)
 
 
+#: Training points per inverted list of an IVF index.
+TRAIN_POINTS_PER_LIST = 64
+
+
 def _faiss():
     import faiss  # imported lazily: loading FAISS is not free
 
@@ -87,6 +91,12 @@ class VectorIndex:
         if len(ids) == 0:
             return
         if not self.index.is_trained:
+            faiss = _faiss()
+            base = faiss.downcast_index(self.index.index)
+            if isinstance(base, faiss.IndexIVF):
+                # k-means on at most 64 points per list (FAISS samples them; it
+                # warns below 39): a quarter of its default work at 1M vectors
+                base.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
             self.index.train(x)
         self.index.add_with_ids(x, ids)
         self.watermark = max(self.watermark, int(ids.max()))
