@@ -217,11 +217,12 @@ def coarse_columns(rings: int, harmonics: int, coarse_harmonics: int) -> np.ndar
     return np.array(cols + [half + c for c in cols], dtype=np.int64)
 
 
-#: Harmonics of the first pass of :func:`rotation_max_top`. With 8, a third of
-#: the true mates in the exact top 300 of 10,000 firearms x 2 synthetic
-#: cartridge cases fell out in the first pass; with 16, 6 % (keeping 2,000)
-#: (``benchmarks/results/scale.json``).
-COARSE_HARMONICS = 16
+#: Harmonics of the first pass of :func:`rotation_max_top` (at 4 rotations per
+#: harmonic). On 10,000 firearms x 2 synthetic cartridge cases through the
+#: real pipeline, the share of true mates ranked in the best 0.3 % by the first
+#: pass was 0.59 with 12 harmonics, 0.77 with 16, 0.91 with 20, 0.97 with 24
+#: and 0.99 with all 32 (``benchmarks/results/scale.json`` for the search).
+COARSE_HARMONICS = 24
 #: Up to this many stored signatures every one is scored exactly (one pass).
 EXACT_SIGNATURES = 25_000
 
