@@ -90,6 +90,9 @@ class Universe:
         self.F = np.concatenate(self.firearm)
         self.C = np.ascontiguousarray(self.P[:, coarse_columns(8, 32, COARSE_HARMONICS)])
         self.by_anchor = {a: np.flatnonzero(self.PA == a) for a in np.unique(self.PA)}
+        # as the engine keeps them: the first harmonics of each anchor's signatures, contiguous
+        self.C_by_anchor = {a: np.ascontiguousarray(self.C[r]) for a, r in self.by_anchor.items()}
+        del self.C
         # the spectral descriptors in the FAISS index the engine would use at this size
         from ibin.engine import spectral_index_factory
         from ibin.index import VectorIndex
@@ -128,7 +131,7 @@ def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: in
             top = np.argsort(-s)[: k_polar + 1]
             pairs = zip(rows[top], s[top])
         else:
-            idx, s = rotation_max_top(c, U.P[rows], k_polar + 1, coarse=U.C[rows])
+            idx, s = rotation_max_top(c, U.P, k_polar + 1, coarse=U.C_by_anchor[ANCHOR[name]], rows=rows)
             pairs = zip(rows[idx], s)
         for r, sc in pairs:
             o = int(U.PO[r])
@@ -302,7 +305,8 @@ def main(argv=None) -> dict:
         row["exact_candidate_ms"] = quantiles(np.array(ex_lat) * 1e3)
         row["spectral_index"] = U.factory
         row["spectral_index_build_s"] = U.index_build_s
-        row["bytes_per_exhibit_signatures"] = float((U.P.nbytes + U.S.nbytes + U.C.nbytes) / U.n)
+        row["bytes_per_exhibit_signatures"] = float(
+            (U.P.nbytes + U.S.nbytes + sum(c.nbytes for c in U.C_by_anchor.values())) / U.n)
         row["measured"] = env["when"]
         curves.append(row)
         curves.sort(key=lambda r: r["N"])
@@ -313,6 +317,7 @@ def main(argv=None) -> dict:
         write("scale", result)
     if a.plot:
         plot(result, a.plot)
+    print(markdown_table(result))
     return result
 
 
@@ -348,6 +353,24 @@ def plot(result: dict, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def markdown_table(result: dict) -> str:
+    """The curves as the README's table."""
+    lines = ["| N | population | spectral index | candidates p50 / p95 (ms) | exact search p50 (ms) | "
+             "mates in candidates: synthetic / Fadul | exact search (subsample) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["curves"]:
+        ex = r["exact_subsample"]
+        lines.append(
+            f"| {r['N']:,} | {r['population']} | {r['spectral_index']} | "
+            f"{r['candidate_ms']['p50']:.0f} / {r['candidate_ms']['p95']:.0f} | {r['exact_candidate_ms']['p50']:.0f} | "
+            f"{100 * r['recall']['synthetic']:.1f} % / {100 * r['recall']['fadul']:.1f} % | "
+            f"{100 * (ex['recall_exact'] or 0):.0f} % (ibin {100 * (ex['recall_ibin'] or 0):.0f} %) of {ex['mates']} |")
+    p = result.get("projection_10M")
+    if p:
+        lines.append(f"| 10,000,000 (projected) | | | {p['candidate_ms_p50']:.0f} | | | |")
+    return "\n".join(lines)
 
 
 def project(curves: list[dict], n: int = 10_000_000) -> dict | None:
