@@ -28,6 +28,23 @@ import numpy as np  # noqa: E402
 from ._common import RESULTS, environment, write  # noqa: E402
 
 
+def projection(seconds_per_list: float, n_on_file: int, n: int = 100_000) -> dict | None:
+    """Hours for a sweep of ``n`` exhibits over 2 processes: the measured time per lead list plus the
+    candidate stage's growth from ``n_on_file`` to ``n`` (interpolated in ``scale.json``)."""
+    sc = RESULTS / "scale.json"
+    if not sc.exists():
+        return None
+    curves = sorted((c["N"], c["candidate_ms"]["p50"]) for c in json.loads(sc.read_text()).get("curves", []))
+    if len(curves) < 2:
+        return None
+    N, t = np.array(curves, dtype=float).T
+    extra_s = float(np.interp(n, N, t) - np.interp(n_on_file, N, t)) / 1e3
+    per_list = seconds_per_list + extra_s / 2  # two processes share the extra candidate time
+    return {"exhibits": n, "hours_2_processes": n * per_list / 3600,
+            "how": f"sampled time per lead list at N = {n_on_file} (2 processes) plus the candidate-stage "
+                   f"growth to N = {n} interpolated in scale.json, shared by the 2 processes"}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -51,18 +68,7 @@ def main(argv=None) -> dict:
     n_on_file = len(recs)
     db.close()
     per_hour = {p: 3600 * len(ids) / s for p, s in runs.items()}
-    proj = None
-    sc = RESULTS / "scale.json"
-    if sc.exists():
-        curves = {c["N"]: c["candidate_ms"]["p50"] for c in json.loads(sc.read_text()).get("curves", [])}
-        big = [n for n in curves if n >= 100_000]
-        small = [n for n in curves if abs(n - n_on_file) < 0.2 * n_on_file]
-        if big and small:
-            extra_s = (curves[min(big)] - curves[small[0]]) / 1e3  # more candidate time per query at 100k
-            per_query = runs[2] / len(ids) + extra_s / 2
-            proj = {"exhibits": 100_000, "hours_2_processes": 100_000 * per_query / 3600,
-                    "how": f"sampled time per lead list at N = {n_on_file} plus the candidate-stage growth "
-                           f"from N = {small[0]} to {min(big)} in scale.json, over 2 processes"}
+    proj = projection(runs[2] / len(ids), n_on_file)
     result = {"what": __doc__.split("\n\n")[0], "environment": env, "exhibits_on_file": n_on_file,
               "queries": len(ids), "seconds": runs, "lead_lists_per_hour": per_hour,
               "speedup_2_processes": runs[1] / runs[2], "peak_worker_rss_mib": peak_worker_mib,
