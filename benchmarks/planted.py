@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     # warm-up: loads the indexes once, as a long-running service would have them
     next(iter(search_exhibits(db, ["Fadul_1-1"], params=params)))
     top1 = top10 = 0
-    stages = {k: [] for k in ("candidates", "screen", "rerank", "total")}
+    stages = {k: [] for k in ("candidates", "screen", "rerank", "expand", "total")}
     per_query = {}
     for ll in search_exhibits(db, sorted(key), params=params):
         q = ll.query_id

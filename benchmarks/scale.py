@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from ._common import RESULTS, SHARED, environment, quantiles, write  # noqa: E402
 
 ANCHOR = {"firing_pin": 0, "primer": 1, "centroid": 2}
+ANCHOR_NAME = {c: n for n, c in ANCHOR.items()}
 
 
 def _fadul():
@@ -257,15 +258,17 @@ def main(argv=None) -> dict:
         # queries: planted synthetic pairs (their index in U) and Fadul
         qs = [(int(len(fnames) + i), "synthetic") for i in q_syn if len(fnames) + i < U.n] + [(i, "fadul") for i in range(len(fnames))]
         hit, hit_p, hit_s, lat = {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, []
-        for qi, kind in qs:
+        def query(qi: int, kind: str):
+            """(polar signatures, their anchors, spectral descriptor) of a query."""
             if kind == "fadul":
                 prep = fprep[fnames[qi]]
-                qp, qa, qsv = prep.polar, prep.anchors, prep.descriptor
-            else:
-                pos = qi - len(fnames)
-                names = [n for n, c in ANCHOR.items() for j in range(2) if pa[pos, j] == c]
-                qp = [from_vector(pv[pos, j], 8) for j in range(2) if pa[pos, j] >= 0]
-                qa, qsv = names, sp[pos]
+                return prep.polar, prep.anchors, prep.descriptor
+            pos = qi - len(fnames)
+            js = [j for j in range(2) if pa[pos, j] >= 0]
+            return [from_vector(pv[pos, j], 8) for j in js], [ANCHOR_NAME[int(pa[pos, j])] for j in js], sp[pos]
+
+        for qi, kind in qs:
+            qp, qa, qsv = query(qi, kind)
             t = time.perf_counter()
             union, pol, spe = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
             lat.append(time.perf_counter() - t)
@@ -282,14 +285,7 @@ def main(argv=None) -> dict:
         # exact polar search on a few queries, for the recall of the two-pass search
         ex_hit, ex_lat, ex_recall, fast_recall = [], [], [], []
         for qi, kind in qs[:: max(1, len(qs) // a.exact_queries)]:
-            if kind == "fadul":
-                prep = fprep[fnames[qi]]
-                qp, qa, qsv = prep.polar, prep.anchors, prep.descriptor
-            else:
-                pos = qi - len(fnames)
-                qa = [n for n, c in ANCHOR.items() for j in range(2) if pa[pos, j] == c]
-                qp = [from_vector(pv[pos, j], 8) for j in range(2) if pa[pos, j] >= 0]
-                qsv = sp[pos]
+            qp, qa, qsv = query(qi, kind)
             t = time.perf_counter()
             ue, pe, _ = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi, exact=True)
             ex_lat.append(time.perf_counter() - t)

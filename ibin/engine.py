@@ -19,7 +19,6 @@ the end of this module.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import math
@@ -180,15 +179,9 @@ def _as_scan(x: Scan | str | os.PathLike, pixel_um: float | None) -> Scan:
 
 
 def _user(user: str | None) -> str:
-    if user:
-        return user
-    for var in ("IBIN_USER", "USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database in some containers
-        return "unknown"
+    from .index import default_user
+
+    return default_user(user)
 
 
 # ---------------------------------------------------------------- ingest

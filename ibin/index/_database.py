@@ -47,6 +47,7 @@ from ..errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
 from . import _audit
 from ._audit import AuditEntry
 from ._faults import point
+from ._fs import fsync_dir, write_all
 from ._reviews import Reviews
 from ._store import FeatureStore, RecordRef, encode_record
 from ._vectors import VectorIndex, sweep_temporaries
@@ -228,7 +229,7 @@ class Database:
                     raise DatabaseError(f"{p}: cannot create the database ({e.strerror or e})") from None
                 if not exist_ok:  # another process made it first
                     raise DatabaseError(f"{p}: a database already exists here") from None
-            _fsync_dir(p.parent)
+            fsync_dir(p.parent)
         except sqlite3.Error as e:
             raise DatabaseError(f"{p}: cannot create the catalog ({e})") from None
         finally:
@@ -256,7 +257,7 @@ class Database:
         marker = {"format": FORMAT, "version": FORMAT_VERSION, "created": _now()}
         _write_synced(d / _MARKER, (json.dumps(marker, indent=1) + "\n").encode())
         for sub in ("store", "index", "."):
-            _fsync_dir(d / sub)
+            fsync_dir(d / sub)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, create: bool = False, readonly: bool = False) -> "Database":
@@ -1160,23 +1161,7 @@ def _sweep_creations(p: Path) -> None:
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        write_all(fd, data)
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import DatabaseError
 from ._faults import point
+from ._fs import fsync_dir, write_all
 
 __all__ = ["FeatureStore", "RecordRef", "encode_record", "decode_record"]
 
@@ -168,12 +169,12 @@ class FeatureStore:
                 offset = os.lseek(fd, 0, os.SEEK_END)
                 pad = _pad(offset)
                 if pad:  # keep every record 64-byte aligned in the file
-                    _write_all(fd, b"\0" * pad)
+                    write_all(fd, b"\0" * pad)
                     offset += pad
                 point("store.padded")
                 view = memoryview(record)
                 for start in range(0, len(view), _CHUNK):
-                    _write_all(fd, view[start : start + _CHUNK])
+                    write_all(fd, view[start : start + _CHUNK])
                     point("store.chunk")
                 point("store.written")
                 if fsync:
@@ -181,7 +182,7 @@ class FeatureStore:
             finally:
                 os.close(fd)
             if fsync:
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         except OSError as e:
             # whatever reached the file is an unreferenced tail: readers never see it
             raise DatabaseError(f"{path}: cannot append a feature record ({e.strerror or e})") from None
@@ -226,23 +227,3 @@ class FeatureStore:
                 except BufferError:  # views still alive; the map closes when they go
                     pass
             self._maps.clear()
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._faults import point
+from ._fs import fsync_dir, write_all
 
 __all__ = ["VectorIndex", "faiss_version"]
 
@@ -174,15 +175,15 @@ class VectorIndex:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                _write_all(fd, _MAGIC + struct.pack("<I", len(head)) + head + b"\0" * (start - 8 - len(head)))
-                _write_all(fd, memoryview(payload))
+                write_all(fd, _MAGIC + struct.pack("<I", len(head)) + head + b"\0" * (start - 8 - len(head)))
+                write_all(fd, memoryview(payload))
                 os.fsync(fd)
             finally:
                 os.close(fd)
             point("index.tmp")
             os.replace(tmp, path)
             point("index.renamed")
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         finally:
             try:
                 tmp.unlink()
@@ -337,23 +338,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
