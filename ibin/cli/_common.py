@@ -6,6 +6,24 @@ import sys
 import time
 
 
+def add_search_arguments(p, *, top_help: str = "leads per list (default 10)") -> None:
+    """The options of a search (``--top``, ``--candidates``, ``--verify``, ``--filter``), shared by the commands that search."""
+    p.add_argument("--top", type=int, default=10, metavar="N", help=top_help)
+    p.add_argument("--candidates", type=int, default=300, metavar="K",
+                   help="exhibits the index hands to the coarse screen (default 300)")
+    p.add_argument("--verify", type=int, default=20, metavar="V",
+                   help="exhibits that get the full comparison with congruent matching cells (default 20, at least --top)")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
+
+
+def search_params(args):
+    """:class:`ibin.SearchParams` from the options of :func:`add_search_arguments`."""
+    from ..engine import SearchParams
+
+    return SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
+                        filters=parse_pairs(args.filter, "--filter"))
+
+
 def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
     """Parse ``KEY=VALUE`` arguments."""
     out: dict[str, str] = {}

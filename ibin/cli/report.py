@@ -14,6 +14,8 @@ import argparse
 import re
 from pathlib import Path
 
+from ._common import add_search_arguments
+
 HELP = "write an HTML (and PDF) report of a lead list with pictures"
 
 
@@ -26,14 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pdf", metavar="PDF", help="also write the report as a PDF")
     p.add_argument("--kind", default=None, choices=["cartridge", "bullet"],
                    help="exhibit kind (default: the exhibit's own kind for --id, cartridge for FILE)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="leads in the list (default 10)")
+    add_search_arguments(p, top_help="leads in the list (default 10)")
     p.add_argument("--pictures", type=int, default=3, metavar="K",
                    help="leads drawn, from the top (default 3; the review page draws any lead on demand)")
-    p.add_argument("--candidates", type=int, default=300, metavar="K",
-                   help="exhibits the index hands to the coarse screen (default 300)")
-    p.add_argument("--verify", type=int, default=20, metavar="V",
-                   help="exhibits that get the full comparison (default 20, at least --top)")
-    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
     p.set_defaults(_trailing_files="files")
 
@@ -43,16 +40,15 @@ def _safe_name(s: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import SearchParams, open_database
+    from ..engine import open_database
     from ..report import build_report, write_report
-    from ._common import parse_pairs
+    from ._common import search_params
 
     if bool(args.files) == (args.exhibit_id is not None):
         raise ValueError("give exactly one of FILE and --id ID")
     if args.files and args.kind != "bullet" and len(args.files) > 1:
         raise ValueError(f"{len(args.files)} files given; report on one scan (or --kind bullet for a bullet's lands)")
-    params = SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
-                          filters=parse_pairs(args.filter, "--filter"))
+    params = search_params(args)
     db = open_database(args.db, readonly=not args.files)
     try:
         kind = args.kind or (db.get(args.exhibit_id).kind if args.exhibit_id else "cartridge")

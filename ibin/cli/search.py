@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import add_search_arguments
+
 HELP = "rank the exhibits on file against a scan"
 
 
@@ -30,12 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="search with every exhibit on file")
     p.add_argument("--kind", default=None, choices=["cartridge", "bullet"],
                    help="exhibit kind (default: cartridge for FILE, the exhibit's own kind for --id, every kind for --all)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="leads per list (default 10)")
-    p.add_argument("--candidates", type=int, default=300, metavar="K",
-                   help="exhibits the index hands to the coarse screen (default 300)")
-    p.add_argument("--verify", type=int, default=20, metavar="V",
-                   help="exhibits that get the full comparison with congruent matching cells (default 20, at least --top)")
-    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
+    add_search_arguments(p)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
     p.add_argument("--user", help="who searches, for the audit log (default: $IBIN_USER or the login name)")
@@ -46,16 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import KINDS, SearchParams, open_database, search, search_exhibits
-    from ._common import Progress, parse_pairs
+    from ..engine import KINDS, open_database, search, search_exhibits
+    from ._common import Progress, search_params
 
     modes = sum([bool(args.files), bool(args.ids), args.all])
     if modes != 1:
         raise ValueError("give exactly one of FILE, --id ID or --all")
     if args.files and args.kind != "bullet" and len(args.files) > 1:
         raise ValueError(f"{len(args.files)} files given; search with one scan (or --kind bullet for a bullet's lands)")
-    params = SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
-                          filters=parse_pairs(args.filter, "--filter"))
+    params = search_params(args)
     db = open_database(args.db)
     try:
         if args.files:

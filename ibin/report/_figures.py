@@ -117,6 +117,16 @@ def _fmt_um(v: float) -> str:
     return f"{v:g} µm"
 
 
+def _picture_axes(ax, title: str | None) -> None:
+    """An axes that shows a picture: no ticks, no frame, an optional title."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
 def _surface_cmap():
     from matplotlib.colors import ListedColormap
     from matplotlib import colormaps
@@ -152,12 +162,7 @@ def plot_surface(ax, values: np.ndarray, pixel_um: float, *, title: str | None =
     v = np.asarray(values, dtype=np.float32)
     im = ax.imshow(np.ma.masked_invalid(v), cmap=_surface_cmap(), vmin=-clip, vmax=clip,
                    interpolation="nearest", origin="upper")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=10)
+    _picture_axes(ax, title)
     if scale_bar:
         add_scale_bar(ax, pixel_um, width_px=v.shape[1], height_px=v.shape[0])
     return im
@@ -312,12 +317,7 @@ def plot_overlay(ax, query: np.ndarray, lead: np.ndarray, pixel_um: float, *, ti
     rgb[both, 1] = 0.5 * (a[both] + b[both])
     rgb[both, 2] = a[both]
     im = ax.imshow(rgb, interpolation="nearest", origin="upper")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=10)
+    _picture_axes(ax, title)
     if legend:
         from matplotlib.patches import Patch
 
