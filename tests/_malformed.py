@@ -105,24 +105,18 @@ def _patch_sizes(blob: bytes, member: str, size: int) -> bytes:
     """Set a member's declared uncompressed size in both its local header and the central directory."""
     b = bytearray(blob)
     name = member.encode()
-    pos = 0
-    while True:  # local file headers
-        pos = b.find(b"PK\x03\x04", pos)
-        if pos < 0:
-            break
-        n = struct.unpack("<H", b[pos + 26: pos + 28])[0]
-        if bytes(b[pos + 30: pos + 30 + n]) == name:
-            b[pos + 22: pos + 26] = struct.pack("<I", size)
-        pos += 4
-    pos = 0
-    while True:  # central directory entries
-        pos = b.find(b"PK\x01\x02", pos)
-        if pos < 0:
-            break
-        n = struct.unpack("<H", b[pos + 28: pos + 30])[0]
-        if bytes(b[pos + 46: pos + 46 + n]) == name:
-            b[pos + 24: pos + 28] = struct.pack("<I", size)
-        pos += 4
+    # (signature, offset of the name length, of the name, of the uncompressed size)
+    for sig, at_len, at_name, at_size in ((b"PK\x03\x04", 26, 30, 22),   # local file headers
+                                          (b"PK\x01\x02", 28, 46, 24)):  # central directory entries
+        pos = 0
+        while True:
+            pos = b.find(sig, pos)
+            if pos < 0:
+                break
+            n = struct.unpack("<H", b[pos + at_len: pos + at_len + 2])[0]
+            if bytes(b[pos + at_name: pos + at_name + n]) == name:
+                b[pos + at_size: pos + at_size + 4] = struct.pack("<I", size)
+            pos += 4
     return bytes(b)
 
 

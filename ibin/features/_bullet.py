@@ -66,7 +66,7 @@ from scipy import ndimage
 
 from ..errors import ScanError
 from ..scan import Scan
-from ._filters import ISO_ALPHA, gaussian_lowpass, resample, robust_std
+from ._filters import ISO_ALPHA, check_band, gaussian_lowpass, resample, robust_std
 
 __all__ = [
     "BULLET_FEATURES_VERSION",
@@ -171,11 +171,7 @@ class BulletParams:
     descriptor_length_um: float = 2048.0
 
     def __post_init__(self) -> None:
-        if not (0 < self.pixel_um and 2 * self.pixel_um <= self.short_cutoff_um < self.long_cutoff_um):
-            raise ValueError(
-                "need 0 < pixel_um, 2 * pixel_um <= short_cutoff_um < long_cutoff_um "
-                f"(got {self.pixel_um}, {self.short_cutoff_um}, {self.long_cutoff_um})"
-            )
+        check_band(self.pixel_um, self.short_cutoff_um, self.long_cutoff_um)
         if not (0 < self.crosscut_core <= 1 and 0 < self.min_overlap <= 1 and -1 <= self.stable_ccf <= 1):
             raise ValueError("crosscut_core and min_overlap must be in (0, 1], stable_ccf in [-1, 1]")
         if not (0 < self.descriptor_min_wavelength_um < self.descriptor_max_wavelength_um):

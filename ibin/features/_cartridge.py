@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ScanError
 from ..scan import Scan
-from ._filters import block_mean, gaussian_bandpass, resample, robust_std
+from ._filters import block_mean, check_band, gaussian_bandpass, resample, robust_std
 from ._roi import Circle, find_breech_face
 from ._polar import PolarParams, anchors_of, from_vector, polar_signature, to_vector
 from ._spectrum import polar_spectrum, spectrum_descriptor
@@ -100,11 +100,7 @@ class CartridgeParams:
     spectrum_harmonics: int = 8
 
     def __post_init__(self) -> None:
-        if not (0 < self.pixel_um and 2 * self.pixel_um <= self.short_cutoff_um < self.long_cutoff_um):
-            raise ValueError(
-                "need 0 < pixel_um, 2 * pixel_um <= short_cutoff_um < long_cutoff_um "
-                f"(got {self.pixel_um}, {self.short_cutoff_um}, {self.long_cutoff_um})"
-            )
+        check_band(self.pixel_um, self.short_cutoff_um, self.long_cutoff_um)
 
     @property
     def descriptor_dim(self) -> int:

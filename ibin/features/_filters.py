@@ -233,3 +233,12 @@ def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
     out[ok] = s[ok] / c[ok]
     rms = float(np.sqrt(np.nanmean(out**2))) if ok.any() else 1.0
     return (out / (rms or 1.0)).astype(np.float32)
+
+
+def check_band(pixel_um: float, short_cutoff_um: float, long_cutoff_um: float) -> None:
+    """Refuse a band-pass that the sampling cannot carry: need ``0 < pixel_um``, ``2 pixel_um <= short < long``."""
+    if not (0 < pixel_um and 2 * pixel_um <= short_cutoff_um < long_cutoff_um):
+        raise ValueError(
+            "need 0 < pixel_um, 2 * pixel_um <= short_cutoff_um < long_cutoff_um "
+            f"(got {pixel_um}, {short_cutoff_um}, {long_cutoff_um})"
+        )
