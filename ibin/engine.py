@@ -429,16 +429,29 @@ class _Cache:
         self._lock = threading.Lock()
 
     def prepared(self, db, rec) -> _Prepared:
+        got = self.get(rec.rowid)
+        return got if got is not None else self.put(rec.rowid, _Prepared(_load_prepared(db, rec)))
+
+    def get(self, rowid: int) -> _Prepared | None:
         with self._lock:
-            got = self.items.get(rec.rowid)
+            got = self.items.get(rowid)
             if got is not None:
-                self.items.move_to_end(rec.rowid)
-                return got
-        got = _Prepared(_load_prepared(db, rec))
+                self.items.move_to_end(rowid)
+            return got
+
+    def put(self, rowid: int, item: _Prepared) -> _Prepared:
         with self._lock:
-            self.items[rec.rowid] = got
+            self.items[rowid] = item
             if len(self.items) > self.max_items:
                 self.items.popitem(last=False)
+        return item
+
+    def prepare_all(self, db, records, workers: int) -> dict[int, _Prepared]:
+        """Every record prepared: read serially (one database handle), pyramids built in ``workers`` threads."""
+        got = {rec.rowid: self.get(rec.rowid) for rec in records}
+        todo = [(rec.rowid, _load_prepared(db, rec)) for rec in records if got[rec.rowid] is None]
+        for rowid, item in zip([r for r, _ in todo], _map(lambda t: _Prepared(t[1]), todo, workers)):
+            got[rowid] = self.put(rowid, item)
         return got
 
     def pair(self, a: int, b: int):
@@ -459,20 +472,41 @@ def _load_prepared(db, rec):
     return PreparedCartridge.from_arrays(arrays, attrs)
 
 
-def _screen(query: _Prepared, records, db, keep: int) -> list:
-    """The ``keep`` records with the best coarse areal correlation (all when there are few)."""
+def _map(fn, items: list, workers: int) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` threads when there is more than one item."""
+    if workers > 1 and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(items))) as ex:
+            return list(ex.map(fn, items))
+    return [fn(x) for x in items]
+
+
+def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", workers: int = 1,
+            more_hints: Mapping[int, float] | None = None) -> list:
+    """The ``keep`` records with the best coarse areal correlation (all when there are few).
+
+    Each candidate is tried at the rotation its polar signatures give
+    against the query's (when both have a like anchor), at the rotation
+    ``more_hints`` gives for it (degrees, candidate onto query), and at its
+    strongest spectral hypothesis (:class:`ibin.correlate.QueryScreen`).
+    """
     if len(records) <= keep:
         return list(records)
     from .correlate import QueryScreen
     from .features import dequantize
 
+    hints: dict[int, list[float]] = {r: [h] for r, h in
+                                     _polar_rotations(db, query.prep, kind, [rec.rowid for rec in records]).items()}
+    for r, h in (more_hints or {}).items():
+        hints.setdefault(r, []).append(h)
     loaded = []
-    for rec in records:
+    for rec in records:  # one database handle: read serially, score in parallel
         arrays, _ = db.load(rec)
         loaded.append((rec, dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"])))
     shape = tuple(int(v) for v in np.max([c.shape for _, c, _ in loaded], axis=0))
     qs = QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
-    scored = [(qs.score(c, sp)[0], rec) for rec, c, sp in loaded]
+    scored = _map(lambda t: (qs.score(t[1], t[2], hints.get(t[0].rowid))[0], t[0]), loaded, workers)
     scored.sort(key=lambda t: (-t[0], t[1].id))
     return [rec for _, rec in scored[:keep]]
 
@@ -495,10 +529,9 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
                     # the stored view has the lower rowid as A; swapping needs A's scan centre
                     if query_rowid < rec.rowid:
                         return hit.score, rec, hit
-                    other = cache.prepared(db, rec)
-                    r = hit.swapped(other.prep.scan_centre_um)
+                    r = hit.swapped(prepared[rec.rowid].prep.scan_centre_um)
                     return r.score, rec, r
-            cand = cache.prepared(db, rec)
+            cand = prepared[rec.rowid]
             r = compare_prepared(query.prep, cand.prep, pyramids=(query.pyramid, cand.pyramid))
             if query_rowid is not None:
                 cache.put_pair(query_rowid, rec.rowid,
@@ -507,16 +540,8 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
         except (IbinError, ValueError) as e:
             return -math.inf, rec, f"failed: {e}"
 
-    # load serially (one database handle), compare in parallel
-    for rec in records:
-        cache.prepared(db, rec)
-    if workers > 1 and len(records) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(workers, len(records))) as ex:
-            out = list(ex.map(one, records))
-    else:
-        out = [one(rec) for rec in records]
+    prepared = cache.prepare_all(db, records, workers)
+    out = _map(one, list(records), workers)
     out.sort(key=lambda t: (-t[0], t[1].id))
     return out
 
@@ -611,35 +636,49 @@ def search_plan(db) -> dict[str, str]:
     return plan
 
 
-def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
-    from .features._polar import COARSE_HARMONICS, PolarParams, coarse_columns, rotation_max_top
+def _polar_by_anchor(db, space: str):
+    """The polar signatures of a space, grouped by anchor, kept with the database handle.
 
-    if prep.polar is None:
-        return []
-    space = _polar_space(kind, prep.modality)
+    Returns ``(rowids, vectors, by_anchor)``; ``by_anchor[part]`` is
+    ``(positions, coarse, sorted_rowids, order)``: the anchor's rows in
+    ``vectors``, their first harmonics (contiguous, for the first pass of
+    :func:`~ibin.features.rotation_max_top`), and their exhibit rowids
+    sorted (``rowids[positions[order]]``) for lookups.
+    """
+    from .features._polar import COARSE_HARMONICS, PolarParams, coarse_columns
+
     rowids, parts, x = db.space_matrix(space)
-    if len(rowids) == 0:
-        return []
-    pp = PolarParams()
-    # per anchor: its positions in the matrix and the first harmonics of its
-    # signatures (contiguous), kept with the database handle
     key = ("polar-by-anchor", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
     by_anchor = db.derived.get(key)
     if by_anchor is None:
+        pp = PolarParams()
         cols = coarse_columns(pp.rings_kept, pp.harmonics, COARSE_HARMONICS)
         by_anchor = {}
         for part in np.unique(parts):
             sel = np.flatnonzero(parts == part)
-            by_anchor[int(part)] = (sel, np.ascontiguousarray(x[sel][:, cols], dtype=np.float32))
+            order = np.argsort(rowids[sel], kind="stable")
+            by_anchor[int(part)] = (sel, np.ascontiguousarray(x[sel][:, cols], dtype=np.float32),
+                                    rowids[sel][order], order)
         db.derived.clear()
         db.derived[key] = by_anchor
+    return rowids, x, by_anchor
+
+
+def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
+    from .features._polar import rotation_max_top
+
+    if prep.polar is None:
+        return []
+    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, prep.modality))
+    if len(rowids) == 0:
+        return []
     best: dict[int, float] = {}
     for anchor, C in zip(prep.anchors, prep.polar):
         entry = by_anchor.get(ANCHOR_PARTS[anchor])
         if entry is None:
             continue
-        sel, coarse = entry
+        sel, coarse = entry[:2]
         if allowed is not None:
             keep = np.flatnonzero(np.isin(rowids[sel], allowed))
             sel, coarse = sel[keep], coarse[keep]
@@ -651,6 +690,37 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
             if s > best.get(r, -np.inf):
                 best[r] = float(s)
     return sorted(best.items(), key=lambda t: -t[1])[:k]
+
+
+def _polar_rotations(db, prep, kind: str, rowids_wanted: Sequence[int]) -> dict[int, float]:
+    """Rotation (degrees, candidate onto query) of each exhibit's best-matching polar signature.
+
+    Only like anchors are compared; exhibits without one are left out.
+    """
+    from .features._polar import PolarParams, from_vector, rotation_max
+
+    if prep.polar is None or not len(rowids_wanted):
+        return {}
+    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, prep.modality))
+    if len(rowids) == 0:
+        return {}
+    want = np.asarray(rowids_wanted, dtype=np.int64)
+    best: dict[int, tuple[float, float]] = {}
+    for anchor, C in zip(prep.anchors, prep.polar):
+        entry = by_anchor.get(ANCHOR_PARTS[anchor])
+        if entry is None:
+            continue
+        sel, _, sorted_ids, order = entry
+        j = np.minimum(np.searchsorted(sorted_ids, want), len(sorted_ids) - 1)
+        hit = sorted_ids[j] == want
+        if not hit.any():
+            continue
+        rows = sel[order[j[hit]]]
+        score, rot = rotation_max(C, from_vector(np.asarray(x[rows], dtype=np.float32), PolarParams().rings_kept))
+        for r, sc, ro in zip(want[hit], score, rot):
+            if sc > best.get(int(r), (-np.inf, 0.0))[0]:
+                best[int(r)] = (float(sc), float(ro))
+    return {r: ro for r, (_, ro) in best.items()}
 
 
 def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParams, cache: _Cache,
@@ -665,7 +735,7 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
         t2 = time.perf_counter()
-        verified = _screen(q, cands, db, params.n_verify)
+        verified = _screen(q, cands, db, params.n_verify, kind=kind, workers=params.workers)
         t3 = time.perf_counter()
         ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
         t4 = time.perf_counter()
@@ -710,26 +780,31 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
     ICCV 2007), made safe by the full comparison that every added exhibit
     still goes through. At most :data:`EXPAND_LEADS` leads are expanded,
     each with a quarter of the candidate budget; the added exhibits are
-    screened and the best ``verify // 2`` compared in full.
+    screened (also at their rotation onto the lead, composed with the
+    lead's registered rotation onto the query) and the best
+    ``verify // 2`` compared in full.
     """
     from dataclasses import replace
 
-    strong = [rec for _, rec, r in ranked[:EXPAND_LEADS]
+    strong = [(rec, r) for _, rec, r in ranked[:EXPAND_LEADS]
               if not isinstance(r, str) and getattr(r, "cmc", 0) >= IDENTIFICATION_CMC]
     if not strong:
         return ranked
     seen = {rec.rowid for rec in cands} | {r for r in exclude if r is not None}
     sub = replace(params, candidates=max(1, params.candidates // 4), verify=1, top=1)
-    extra = []
-    for rec in strong:
-        for c in _candidates(db, cache.prepared(db, rec).prep, kind, sub, exclude_rowid=rec.rowid):
-            if c.rowid not in seen:
-                seen.add(c.rowid)
-                extra.append(c)
+    extra, hints = [], {}
+    for rec, r in strong:
+        lead = cache.prepared(db, rec).prep
+        new = [c for c in _candidates(db, lead, kind, sub, exclude_rowid=rec.rowid) if c.rowid not in seen]
+        # rotation onto the query through the lead: candidate -> lead (polar) then lead -> query (registered)
+        for c_rowid, rot in _polar_rotations(db, lead, kind, [c.rowid for c in new]).items():
+            hints[c_rowid] = rot + r.rotation_deg
+        seen.update(c.rowid for c in new)
+        extra += new
     if not extra:
         return ranked
-    more = _rerank(q, _screen(q, extra, db, max(1, params.n_verify // 2)), db, cache,
-                   query_rowid=query_rowid, workers=params.workers)
+    screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, workers=params.workers, more_hints=hints)
+    more = _rerank(q, screened, db, cache, query_rowid=query_rowid, workers=params.workers)
     return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))
 
 

@@ -151,16 +151,17 @@ def _rot_xy(theta_deg: float) -> np.ndarray:
     return np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
 
 
-def _window(img: np.ndarray, y: int, x: int, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The ``size`` x ``size`` square of ``img`` at top-left (y, x); NaN where it leaves the image."""
-    if out is None:
-        out = np.empty((size, size), np.float32)
-    out.fill(np.nan)
-    H, W = img.shape
-    y0, y1 = max(y, 0), min(y + size, H)
-    x0, x1 = max(x, 0), min(x + size, W)
-    if y1 > y0 and x1 > x0:
-        out[y0 - y : y1 - y, x0 - x : x1 - x] = img[y0:y1, x0:x1]
+def _windows(images: np.ndarray, tops: np.ndarray, size: int) -> np.ndarray:
+    """``size`` x ``size`` squares of ``images`` (n_t, H, W) at top-left corners ``tops`` (n_t, n_c, 2: row, col).
+
+    Returns ``(n_t, n_c, size, size)`` float32, NaN where a square leaves its image.
+    """
+    from ._kernels_nb import gather_windows
+
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    tops = np.ascontiguousarray(tops, dtype=np.int64)
+    out = np.empty(tops.shape[:2] + (size, size), np.float32)
+    gather_windows(images, tops, out)
     return out
 
 
@@ -262,11 +263,10 @@ def congruent_matching_cells(
     sy2, sx2 = int(round(shift_px[0] / 2)), int(round(shift_px[1] / 2))
     # -- coarse search at the registered rotation: the registered position of
     # reference point q in the rotated comparison is q - shift
-    cell2 = np.stack([_window(A2, y // 2, x // 2, cs2) for y, x, _ in cells])
-    rot2 = rotate_stack(B2, [rotation_deg])[0]
-    reg2 = np.empty((1, n_c, R2, R2), np.float32)
-    for k, (y, x, _) in enumerate(cells):
-        _window(rot2, y // 2 - sy2 - wp2, x // 2 - sx2 - wp2, R2, reg2[0, k])
+    yx = np.array([[y, x] for y, x, _ in cells], dtype=np.int64)
+    cell2 = _windows(A2[None], (yx // 2)[None], cs2)[0]
+    rot2 = rotate_stack(B2, [rotation_deg])
+    reg2 = _windows(rot2, (yx // 2 - np.array([sy2 + wp2, sx2 + wp2]))[None], R2)
     o2 = 2 * wp2 + 1
     b2 = _masked_ncc_cells(cell2, reg2, o2).reshape(n_c, -1).argmax(axis=1)
     # the cell centre's best coarse position in the comparison rotated by rotation_deg (fine pixels, x, y)
@@ -278,18 +278,16 @@ def congruent_matching_cells(
     # grid at the predicted position and its eight neighbours
     H, W = B.shape
     C = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
-    cell1 = np.stack([_window(A, y, x, cs) for y, x, _ in cells])
+    cell1 = _windows(A[None], yx[None], cs)[0]
     rot1 = rotate_stack(B, thetas)
-    win = np.empty((n_t, n_c, cs + 2, cs + 2), np.float32)
     top = np.empty((n_t, n_c, 2), np.int64)
     pred = np.empty((n_t, n_c, 2))
     for t, d in enumerate(p.theta_offsets_deg):
         Rd = _rot_xy(d)
         pred[t] = (pred0 - C) @ Rd.T + C
-        at = np.rint((found0 - C) @ Rd.T + C - cs / 2.0).astype(np.int64)  # top-left, fine pixels
-        top[t] = at
-        for k in range(n_c):
-            _window(rot1[t], int(at[k, 1]) - 1, int(at[k, 0]) - 1, cs + 2, win[t, k])
+        top[t] = np.rint((found0 - C) @ Rd.T + C - cs / 2.0).astype(np.int64)  # top-left, fine pixels (x, y)
+    # each cell's window: one pixel of margin around the predicted square, (row, col) corners
+    win = _windows(rot1, top[..., ::-1] - 1, cs + 2)
     from ._kernels_nb import cell_pearson_neighbourhood
 
     fine = cell_pearson_neighbourhood(

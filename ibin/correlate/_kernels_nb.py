@@ -205,3 +205,27 @@ def profile_ccf_pairs(fv, fw, f2, foff, flen, fcnt, cv, cw, c2, coff, clen,
         out_r[k] = best_r
         out_lag[k] = best_lag
         out_n[k] = best_n
+
+
+@njit(cache=True, nogil=True)
+def gather_windows(images, tops, out):  # pragma: no cover - compiled
+    """Square windows cut from a stack of images, NaN where they leave the image.
+
+    ``images`` (n_t, H, W); ``tops`` (n_t, n_c, 2) int64, the (row, col) of
+    each window's top-left corner in image ``t``; ``out`` (n_t, n_c, S, S)
+    receives the windows.
+    """
+    n_t, n_c, S = out.shape[0], out.shape[1], out.shape[2]
+    H, W = images.shape[1], images.shape[2]
+    for t in range(n_t):
+        for k in range(n_c):
+            y0 = tops[t, k, 0]
+            x0 = tops[t, k, 1]
+            for y in range(S):
+                yy = y0 + y
+                for x in range(S):
+                    xx = x0 + x
+                    if yy >= 0 and yy < H and xx >= 0 and xx < W:
+                        out[t, k, y, x] = images[t, yy, xx]
+                    else:
+                        out[t, k, y, x] = np.nan

@@ -9,7 +9,9 @@ by an areal cross-correlation on the coarsest grid (50 µm/px by default):
   spectra of the rotated copies are kept;
 * each candidate is transformed once and correlated only at the rotations
   its polar power spectrum suggests (and their 180° twins), plus the
-  neighbouring angles of the grid;
+  neighbouring angles of the grid; when the candidate stage already knows
+  the rotation (the anchored polar signatures are compared at every
+  rotation), that rotation replaces the weaker spectral hypotheses;
 * the score is the cross-correlation maximum over translations up to
   ``max_shift_um``, normalised by the surfaces' energies (the cheap score
   of the registration sweep).
@@ -21,6 +23,7 @@ a small grid (about a millisecond), independent of the database size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +46,11 @@ class ScreenParams:
         Grid angles tried on each side of a hypothesis.
     hypotheses : int
         Spectral rotation hypotheses per candidate (each also at +180°).
+    hypotheses_with_hint : int
+        Spectral hypotheses kept beside a rotation hint (the hint comes
+        from anchored polar signatures, which miss when the firing-pin
+        impression is faint: the strongest spectral hypothesis stays as a
+        second chance).
     max_shift_um : float
         Largest translation searched.
     """
@@ -50,6 +58,7 @@ class ScreenParams:
     angle_step_deg: float = 2.5
     neighbours: int = 1
     hypotheses: int = 3
+    hypotheses_with_hint: int = 1
     max_shift_um: float = 1000.0
 
 
@@ -90,25 +99,32 @@ class QueryScreen:
         self._rows = np.r_[0 : s + 1, H - s : H]
         self._cols = np.r_[0 : s + 1, W - s : W]
 
-    def _angle_indices(self, spectrum: np.ndarray) -> np.ndarray:
+    def _angle_indices(self, spectrum: np.ndarray, hints_deg: Sequence[float] = ()) -> np.ndarray:
         from ..features._spectrum import rotation_hypotheses
 
         n = len(self.angles)
+        count = self.p.hypotheses_with_hint if len(hints_deg) else self.p.hypotheses
+        # rotations of the query that match the candidate
+        bases = [b for h, _ in rotation_hypotheses(spectrum, self.spectrum, count=count) for b in (h, h + 180.0)]
+        bases += [-float(h) for h in hints_deg]  # a hint turns the candidate onto the query
         out = set()
-        for h, _ in rotation_hypotheses(spectrum, self.spectrum, count=self.p.hypotheses):
-            for base in (h, h + 180.0):
-                # the query turned by `base` matches the candidate
-                k = int(round((base % 360.0) / self.p.angle_step_deg)) % n
-                for d in range(-self.p.neighbours, self.p.neighbours + 1):
-                    out.add((k + d) % n)
+        for base in bases:
+            k = int(round((base % 360.0) / self.p.angle_step_deg)) % n
+            for d in range(-self.p.neighbours, self.p.neighbours + 1):
+                out.add((k + d) % n)
         return np.array(sorted(out), dtype=np.int64)
 
-    def score(self, candidate_coarse: np.ndarray, candidate_spectrum: np.ndarray) -> tuple[float, float]:
+    def score(self, candidate_coarse: np.ndarray, candidate_spectrum: np.ndarray,
+              rotation_hint_deg: float | Sequence[float] | None = None) -> tuple[float, float]:
         """Screen score of one candidate: ``(ccf, rotation_deg)``.
 
         ``rotation_deg`` is the rotation of the candidate onto the query
         (the convention of :class:`~ibin.correlate.Alignment`), usable as a
-        hint for the full registration.
+        hint for the full registration. ``rotation_hint_deg``, in the same
+        convention, is one or more rotations known from elsewhere (the
+        polar signatures): each is tried with its neighbours on the grid,
+        beside the strongest spectral hypothesis. Safe to call from several
+        threads.
         """
         c = np.nan_to_num(np.asarray(candidate_coarse, dtype=np.float32), nan=0.0)
         ch, cw = self.cand_shape
@@ -119,7 +135,11 @@ class QueryScreen:
         ec = float(np.einsum("ij,ij->", c, c))
         if ec <= 0:
             return -1.0, 0.0
-        idx = self._angle_indices(candidate_spectrum)
+        if rotation_hint_deg is None:
+            hints: tuple = ()
+        else:
+            hints = tuple(np.atleast_1d(np.asarray(rotation_hint_deg, dtype=np.float64)))
+        idx = self._angle_indices(candidate_spectrum, hints)
         C = fft.rfft2(c, self.shape, workers=1)
         corr = fft.irfft2(C[None] * self.Q[idx], self.shape, workers=1)
         win = corr[:, self._rows][:, :, self._cols]
