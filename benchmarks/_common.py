@@ -8,7 +8,8 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
+# NumPy is imported inside the helpers: importing it here would start its BLAS
+# threads before single_thread() could pin them (the variables are read once).
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,15 @@ SHARED = Path(os.environ.get("IBIN_SHARED_DATA", ROOT.parent / "shared" / "data"
 
 
 def single_thread() -> None:
-    """Pin numerical libraries to one thread (call before importing them)."""
+    """Pin numerical libraries to one thread (call before importing them).
+
+    Raises when NumPy is already imported: its BLAS would have started its
+    threads, and the benchmark would silently measure more than one.
+    """
+    import sys
+
+    if "numpy" in sys.modules:
+        raise RuntimeError("single_thread() must run before NumPy is imported")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
@@ -51,6 +60,8 @@ def write(name: str, payload: dict) -> Path:
 
 
 def _default(o):
+    import numpy as np
+
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -62,6 +73,8 @@ def _default(o):
 
 def auc(same, diff) -> float:
     """ROC AUC: probability that a same-source score beats a different-source one (ties count half)."""
+    import numpy as np
+
     s = np.asarray(same, dtype=np.float64)[:, None]
     d = np.asarray(diff, dtype=np.float64)[None, :]
     return float(np.mean((s > d) + 0.5 * (s == d)))
@@ -69,6 +82,8 @@ def auc(same, diff) -> float:
 
 def eer(same, diff) -> float:
     """Equal error rate of a threshold on the scores."""
+    import numpy as np
+
     s, d = np.asarray(same, float), np.asarray(diff, float)
     best = 1.0
     for t in np.unique(np.concatenate([s, d])):
@@ -79,5 +94,7 @@ def eer(same, diff) -> float:
 
 
 def quantiles(x, qs=(50, 95)) -> dict:
+    import numpy as np
+
     x = np.asarray(x, dtype=np.float64)
     return {f"p{q}": float(np.percentile(x, q)) for q in qs} | {"n": int(x.size)}

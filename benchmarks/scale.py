@@ -117,8 +117,9 @@ def _vec(polar_complex, anchors, n_anchor=2):
     return v, a
 
 
-def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: int, exclude: int, *, exact=False):
-    """Candidate exhibit indices (polar top-k over like anchors, plus spectral top-k) for one query."""
+def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: int, exclude: int, *, exact=False,
+               workers: int = 1):
+    """Candidate exhibit indices (polar top-k over like anchors, plus spectral top-k) for one query, in ``workers`` threads."""
     from ibin.features import rotation_max
     from ibin.features._polar import from_vector, rotation_max_top
 
@@ -132,7 +133,8 @@ def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: in
             top = np.argsort(-s)[: k_polar + 1]
             pairs = zip(rows[top], s[top])
         else:
-            idx, s = rotation_max_top(c, U.P, k_polar + 1, coarse=U.C_by_anchor[ANCHOR[name]], rows=rows)
+            idx, s = rotation_max_top(c, U.P, k_polar + 1, coarse=U.C_by_anchor[ANCHOR[name]], rows=rows,
+                                      workers=workers)
             pairs = zip(rows[idx], s)
         for r, sc in pairs:
             o = int(U.PO[r])
@@ -258,6 +260,7 @@ def main(argv=None) -> dict:
         # queries: planted synthetic pairs (their index in U) and Fadul
         qs = [(int(len(fnames) + i), "synthetic") for i in q_syn if len(fnames) + i < U.n] + [(i, "fadul") for i in range(len(fnames))]
         hit, hit_p, hit_s, lat = {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, {"synthetic": [], "fadul": []}, []
+        lat_cores = []
         def query(qi: int, kind: str):
             """(polar signatures, their anchors, spectral descriptor) of a query."""
             if kind == "fadul":
@@ -272,6 +275,11 @@ def main(argv=None) -> dict:
             t = time.perf_counter()
             union, pol, spe = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi)
             lat.append(time.perf_counter() - t)
+            # the same search in the engine's default threads (both cores here)
+            t = time.perf_counter()
+            same = candidates(U, qp, qa, qsv, a.k_polar, a.k_spec, qi, workers=sp_default.workers)[0]
+            lat_cores.append(time.perf_counter() - t)
+            assert same == union, "the threaded search must find the same candidates"
             mates = [j for j in np.flatnonzero(U.F == U.F[qi]) if j != qi]
             for m in mates:
                 hit[kind].append(m in union)
@@ -281,7 +289,8 @@ def main(argv=None) -> dict:
                "recall": {k: float(np.mean(v)) for k, v in hit.items()},
                "recall_polar_only": {k: float(np.mean(v)) for k, v in hit_p.items()},
                "recall_spectral_only": {k: float(np.mean(v)) for k, v in hit_s.items()},
-               "candidate_ms": quantiles(np.array(lat) * 1e3)}
+               "candidate_ms": quantiles(np.array(lat) * 1e3),
+               "candidate_ms_threads": {"threads": sp_default.workers, **quantiles(np.array(lat_cores) * 1e3)}}
         # exact polar search on a few queries, for the recall of the two-pass search
         ex_hit, ex_lat, ex_recall, fast_recall = [], [], [], []
         for qi, kind in qs[:: max(1, len(qs) // a.exact_queries)]:

@@ -81,7 +81,7 @@ class SearchParams:
         Metadata that candidates must match exactly (applied inside the
         index search).
     workers : int
-        Threads for the full comparisons.
+        Threads for the candidate search, the screen and the full comparisons.
     """
 
     top: int = 10
@@ -583,7 +583,7 @@ def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | 
         allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
     k = max(params.candidates, params.n_verify)
     scores: dict[int, float] = {}
-    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed):
+    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed, workers=params.workers):
         if rowid != exclude_rowid:
             scores[rowid] = s
     k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
@@ -664,7 +664,8 @@ def _polar_by_anchor(db, space: str):
     return rowids, x, by_anchor
 
 
-def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,
+                      workers: int = 1) -> list[tuple[int, float]]:
     """Exhibits whose polar signatures correlate best with the query's at any rotation."""
     from .features._polar import rotation_max_top
 
@@ -684,7 +685,7 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None) -
             sel, coarse = sel[keep], coarse[keep]
         if len(sel) == 0:
             continue
-        idx, score = rotation_max_top(C, x, min(k, len(sel)), coarse=coarse, rows=sel)
+        idx, score = rotation_max_top(C, x, min(k, len(sel)), coarse=coarse, rows=sel, workers=workers)
         for r, s in zip(rowids[sel[idx]], score):
             r = int(r)
             if s > best.get(r, -np.inf):

@@ -161,7 +161,21 @@ def from_vector(v: np.ndarray, rings_kept: int) -> np.ndarray:
     return C.reshape(v.shape[:-1] + (rings_kept, h // rings_kept)).astype(np.complex64)
 
 
-def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, chunk: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+def _chunked(fn, n: int, chunk: int, workers: int) -> None:
+    """``fn(start, stop)`` over ``[0, n)`` in chunks, in ``workers`` threads (NumPy, BLAS and the FFT release the GIL)."""
+    spans = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    if workers > 1 and len(spans) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(spans))) as ex:
+            list(ex.map(lambda t: fn(*t), spans))
+    else:
+        for a, b in spans:
+            fn(a, b)
+
+
+def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, chunk: int = 8192,
+                 workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Best correlation of a query signature with stored ones over all rotations.
 
     Rotating the stored surface counter-clockwise by ``alpha`` multiplies
@@ -177,6 +191,9 @@ def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, ch
         Rotations evaluated, evenly over 360°: four per harmonic keeps the
         sampled maximum within a few per cent of the true peak (two, the
         Nyquist rate, can miss half of it).
+
+    workers : int
+        Threads, each taking chunks of ``chunk`` stored signatures.
 
     Returns
     -------
@@ -196,17 +213,20 @@ def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, ch
         raise ValueError("angles must be more than twice the number of harmonics")
     scores = np.empty(n, np.float32)
     rots = np.empty(n, np.float32)
-    for s in range(0, n, chunk):
-        blk = np.asarray(d[s : s + chunk], dtype=np.complex64)
+
+    def block(s: int, e: int) -> None:
+        blk = np.asarray(d[s:e], dtype=np.complex64)
         P = np.conj(np.einsum("km,nkm->nm", qc, blk))  # sum_k q conj(d), (b, M)
         # score(alpha_j) = Re sum_m P_m exp(i m alpha_j): a real inverse DFT of
         # the half spectrum X_m = P_m angles / 2 (single precision throughout)
         X = np.zeros((len(blk), angles // 2 + 1), np.complex64)
         X[:, 1 : M + 1] = P * np.float32(angles / 2)
-        S = fft.irfft(X, n=angles, axis=1)
+        S = fft.irfft(X, n=angles, axis=1, workers=1)
         j = S.argmax(axis=1)
-        scores[s : s + chunk] = S[np.arange(len(blk)), j]
-        rots[s : s + chunk] = ((j * (360.0 / angles)) + 180.0) % 360.0 - 180.0
+        scores[s:e] = S[np.arange(len(blk)), j]
+        rots[s:e] = ((j * (360.0 / angles)) + 180.0) % 360.0 - 180.0
+
+    _chunked(block, n, chunk, workers)
     return scores, rots
 
 
@@ -230,7 +250,7 @@ EXACT_SIGNATURES = 25_000
 def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: np.ndarray | None = None,
                      coarse_harmonics: int = COARSE_HARMONICS, keep: int | None = None,
                      rows: np.ndarray | None = None,
-                     exact_limit: int = EXACT_SIGNATURES) -> tuple[np.ndarray, np.ndarray]:
+                     exact_limit: int = EXACT_SIGNATURES, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the ``k`` stored signatures that best match the query at any rotation.
 
     Up to ``exact_limit`` stored signatures, every one is scored by
@@ -256,6 +276,8 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
         Search only these rows of ``stored`` (``coarse`` then holds just
         their coarse columns, in this order); indices returned are into
         ``rows``. Spares copying a large ``stored``.
+    workers : int
+        Threads sharing both passes (chunks of stored signatures).
 
     Returns
     -------
@@ -271,7 +293,7 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
         raise ValueError(f"stored signatures have {stored.shape[1]} values, expected {2 * R * M}")
     if n <= exact_limit:
         picked = stored if rows is None else stored[np.asarray(rows)]
-        exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R))
+        exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R), workers=workers)
         order = np.argsort(-exact)[:k]
         return order.astype(np.int64), exact[order]
     mc = min(coarse_harmonics, M)
@@ -284,12 +306,14 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     rot = q[None, :, :mc] * np.exp(1j * np.outer(ang, np.arange(1, mc + 1)))[:, None, :]  # (A, R, mc)
     V = np.concatenate([rot.real.reshape(len(ang), -1), rot.imag.reshape(len(ang), -1)], axis=1).T.astype(np.float32)
     scores = np.empty(n, np.float32)
-    step = 1 << 16
-    for s in range(0, n, step):
-        scores[s : s + step] = (coarse[s : s + step] @ V).max(axis=1)
+
+    def block(s: int, e: int) -> None:
+        scores[s:e] = (coarse[s:e] @ V).max(axis=1)
+
+    _chunked(block, n, 1 << 15, workers)
     keep = min(n, keep or max(10 * k, 2000))
     cand = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < n else np.arange(n)
     picked = stored[cand] if rows is None else stored[np.asarray(rows)[cand]]
-    exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R))
+    exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R), workers=workers)
     order = np.argsort(-exact)[:k]
     return cand[order].astype(np.int64), exact[order]
