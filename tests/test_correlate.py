@@ -154,3 +154,20 @@ def test_screen_ranks_mates_and_estimates_rotation(synth_cases):
     assert best == (0, 1)
     full = compare_prepared(q, cands[(0, 1)])
     assert abs(((scores[best][1] - full.rotation_deg) + 180) % 360 - 180) <= 2.5  # the screen's angle grid
+
+
+def test_screen_rotation_hint_is_used_in_the_alignment_convention(synth_cases):
+    """With no spectral hypothesis, the screen finds the mate only at the hinted rotation (candidate onto query)."""
+    from ibin.correlate import Pyramid, QueryScreen, ScreenParams
+
+    q, mate = synth_cases[(0, 0)][0], synth_cases[(0, 1)][0]
+    cq, cm = Pyramid(q.surface, PX).levels[4], Pyramid(mate.surface, PX).levels[4]
+    truth = compare_prepared(q, mate).rotation_deg
+    qs = QueryScreen(cq, 4 * PX, q.spectrum, cm.shape, ScreenParams(hypotheses_with_hint=0))
+    right, rot = qs.score(cm, mate.spectrum, truth)
+    wrong, _ = qs.score(cm, mate.spectrum, truth + 90.0)
+    assert abs(((rot - truth) + 180) % 360 - 180) <= 2.5
+    assert right > wrong + 0.1
+    # several hints: the right one among them is enough; no hint falls back to the spectral hypotheses
+    assert qs.score(cm, mate.spectrum, [truth + 90.0, truth])[0] == pytest.approx(right)
+    assert qs.score(cm, mate.spectrum)[0] == pytest.approx(right, abs=0.05)

@@ -190,3 +190,21 @@ def test_rotation_max_top_agrees_with_exact_search():
     assert np.array_equal(rows[idx2], 100 + np.argsort(-exact[100:300])[:5])
     idx3, _ = rotation_max_top(q, X, 5, rows=rows)  # few signatures: the one-pass exact search
     assert np.array_equal(idx3, idx2)
+
+
+def test_threaded_rotation_search_equals_one_thread():
+    """Chunks shared between threads give the same scores, rotations and top-k as one thread."""
+    from ibin.features import rotation_max
+    from ibin.features._polar import coarse_columns, from_vector, rotation_max_top, to_vector
+
+    rng = np.random.default_rng(5)
+    n, R, M = 70_000, 8, 32  # more than one chunk in both passes
+    X = rng.standard_normal((n, 2 * R * M), dtype=np.float32)
+    q = from_vector(X[4321], R) * np.complex64(1.3)
+    s1, r1 = rotation_max(q, from_vector(X[:20_000], R), chunk=4096)
+    s2, r2 = rotation_max(q, from_vector(X[:20_000], R), chunk=4096, workers=2)
+    assert np.array_equal(s1, s2) and np.array_equal(r1, r2)
+    coarse = np.ascontiguousarray(X[:, coarse_columns(R, M, 24)])
+    a = rotation_max_top(q, X, 10, coarse=coarse)
+    b = rotation_max_top(q, X, 10, coarse=coarse, workers=2)
+    assert a[0][0] == 4321 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
