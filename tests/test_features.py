@@ -208,3 +208,23 @@ def test_threaded_rotation_search_equals_one_thread():
     a = rotation_max_top(q, X, 10, coarse=coarse)
     b = rotation_max_top(q, X, 10, coarse=coarse, workers=2)
     assert a[0][0] == 4321 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_first_pass_is_the_rotation_maximum_on_the_first_harmonics():
+    """The first pass scores each signature by its best inner product with the query over 4 h rotations, h harmonics."""
+    from ibin.features._polar import _first_pass, coarse_columns, to_vector
+
+    rng = np.random.default_rng(11)
+    R, M, h, n = 8, 32, 24, 3000
+    D = (rng.standard_normal((n, R, M)) + 1j * rng.standard_normal((n, R, M))).astype(np.complex64)
+    q = (rng.standard_normal((R, M)) + 1j * rng.standard_normal((R, M))).astype(np.complex64)
+    D[7] = q * np.exp(-1j * np.arange(1, M + 1) * np.deg2rad(45.0))  # the query turned by 45°, a grid angle
+    coarse = np.ascontiguousarray(to_vector(D)[:, coarse_columns(R, M, h)])
+    got = _first_pass(q, coarse, workers=2, chunk=1000)
+    alpha = np.arange(4 * h) * (2 * np.pi / (4 * h))
+    P = np.einsum("km,nkm->nm", q[:, :h].astype(np.complex128), np.conj(D[:, :, :h]))  # (n, h)
+    ref = (P @ np.exp(1j * np.outer(np.arange(1, h + 1), alpha))).real.max(axis=1)
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+    assert got.argmax() == 7 and got[7] == pytest.approx((np.abs(q[:, :h]) ** 2).sum(), rel=1e-4)
+    with pytest.raises(ValueError, match="whole harmonics"):
+        _first_pass(q, coarse[:, :-1], workers=1)

@@ -90,3 +90,41 @@ def dft_power(z, pixel_um, freqs):  # pragma: no cover - compiled
             pr = t
         out[k] = re * re + im * im
     return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def harmonic_products(x, w, out):  # pragma: no cover - compiled
+    """Per-harmonic inner products of stored polar signatures with a query.
+
+    ``x`` (n, h * L) float32 holds, harmonic after harmonic, the ``L = 2 R``
+    real then imaginary parts of each stored signature's ``R`` ring
+    coefficients (:func:`ibin.features._polar.coarse_columns`); ``w`` (h, 2, L)
+    float32 the query's weights giving, for harmonic ``m``, the real
+    (``w[m, 0]``) and imaginary (``w[m, 1]``) part of ``sum_k q_km conj(d_km)``.
+    Writes ``out`` (n, 2 h): real parts of the ``h`` harmonics, then imaginary.
+    """
+    n = x.shape[0]
+    h = w.shape[0]
+    L = w.shape[2]
+    for i in range(n):
+        for m in range(h):
+            o = m * L
+            sr = np.float32(0.0)
+            si = np.float32(0.0)
+            for j in range(L):
+                v = x[i, o + j]
+                sr += v * w[m, 0, j]
+                si += v * w[m, 1, j]
+            out[i, m] = sr
+            out[i, h + m] = si
+
+
+@njit(cache=True, nogil=True)
+def row_max(s, out):  # pragma: no cover - compiled
+    """``out[i] = max(s[i, :])`` for a float32 matrix ``s`` (n, a)."""
+    for i in range(s.shape[0]):
+        best = s[i, 0]
+        for j in range(1, s.shape[1]):
+            if s[i, j] > best:
+                best = s[i, j]
+        out[i] = best
