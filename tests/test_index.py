@@ -140,3 +140,21 @@ def test_ivf_index_when_asked_and_filters_inside(tmp_path):
     allowed = db.rowids(filters={"agency": "B"})
     _, R2, _ = db.search_vectors("cartridge/height", q, 10, factory="IVF16,Flat", allowed_rowids=allowed)
     assert set(R2[0]) <= set(allowed) and len(set(R2[0]) - {-1}) == 10
+
+
+def test_matrix_outlives_its_index_and_is_read_only():
+    """The vectors handed out without a copy stay valid when the index is dropped (they pin its memory)."""
+    import gc
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((500, 16)).astype(np.float32)
+    idx = VectorIndex(16)
+    idx.add(np.arange(500, dtype=np.int64) * 7, X)
+    ids, x = idx.matrix()
+    del idx
+    gc.collect()
+    junk = [np.full((500, 16), 9.0, np.float32) for _ in range(50)]  # reuse freed memory, were it freed
+    assert np.array_equal(ids, np.arange(500) * 7) and np.array_equal(x, X)
+    with pytest.raises(ValueError):
+        x[0, 0] = 1.0
+    del junk

@@ -45,6 +45,14 @@ def faiss_version() -> str:
     return getattr(_faiss(), "__version__", "unknown")
 
 
+class _Pinned:
+    """An array interface over FAISS-owned memory that holds a reference to its owner."""
+
+    def __init__(self, view: np.ndarray, owner) -> None:
+        self.__array_interface__ = view.__array_interface__
+        self._owner = owner
+
+
 class VectorIndex:
     """Inner-product search over L2-normalised descriptors of one space.
 
@@ -133,14 +141,22 @@ class VectorIndex:
         """``(ids, vectors)`` of an exact (Flat) index, without copying the vectors.
 
         For descriptor comparisons that are not plain inner products (e.g.
-        a maximum over rotations), computed outside FAISS.
+        a maximum over rotations), computed outside FAISS. The array keeps
+        the index's memory alive (it stays valid after the database is
+        closed) and is read-only; it shows the vectors as they were: adding
+        to the index may move them, so ask again after a change.
         """
         faiss = _faiss()
         base = faiss.downcast_index(self.index.index)
         if not isinstance(base, faiss.IndexFlat):
             raise TypeError(f"matrix() needs a Flat index, this one is {self.factory!r}")
         n, d = base.ntotal, base.d
-        x = faiss.rev_swig_ptr(base.get_xb(), n * d).reshape(n, d) if n else np.empty((0, d), np.float32)
+        if n:
+            view = faiss.rev_swig_ptr(base.get_xb(), n * d).reshape(n, d)
+            x = np.asarray(_Pinned(view, self.index))  # its base holds the FAISS index
+            x.flags.writeable = False
+        else:
+            x = np.empty((0, d), np.float32)
         ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
         return ids, x
 
