@@ -121,7 +121,7 @@ def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: in
                workers: int = 1):
     """Candidate exhibit indices (polar top-k over like anchors, plus spectral top-k) for one query, in ``workers`` threads."""
     from ibin.features import rotation_max
-    from ibin.features._polar import from_vector, rotation_max_top
+    from ibin.features._polar import rotation_max_top
 
     best = {}
     for name, c in zip(q_anchors, q_polar):
@@ -129,7 +129,7 @@ def candidates(U: Universe, q_polar, q_anchors, q_spec, k_polar: int, k_spec: in
         if rows is None or len(rows) == 0:
             continue
         if exact:
-            s, _ = rotation_max(c, from_vector(U.P[rows], 8))
+            s, _ = rotation_max(c, U.P, rows=rows)
             top = np.argsort(-s)[: k_polar + 1]
             pairs = zip(rows[top], s[top])
         else:

@@ -698,7 +698,7 @@ def _polar_rotations(db, prep, kind: str, rowids_wanted: Sequence[int]) -> dict[
 
     Only like anchors are compared; exhibits without one are left out.
     """
-    from .features._polar import PolarParams, from_vector, rotation_max
+    from .features._polar import rotation_max
 
     if prep.polar is None or not len(rowids_wanted):
         return {}
@@ -717,7 +717,7 @@ def _polar_rotations(db, prep, kind: str, rowids_wanted: Sequence[int]) -> dict[
         if not hit.any():
             continue
         rows = sel[order[j[hit]]]
-        score, rot = rotation_max(C, from_vector(np.asarray(x[rows], dtype=np.float32), PolarParams().rings_kept))
+        score, rot = rotation_max(C, x, rows=rows)
         for r, sc, ro in zip(want[hit], score, rot):
             if sc > best.get(int(r), (-np.inf, 0.0))[0]:
                 best[int(r)] = (float(sc), float(ro))

@@ -228,3 +228,29 @@ def test_first_pass_is_the_rotation_maximum_on_the_first_harmonics():
     assert got.argmax() == 7 and got[7] == pytest.approx((np.abs(q[:, :h]) ** 2).sum(), rel=1e-4)
     with pytest.raises(ValueError, match="whole harmonics"):
         _first_pass(q, coarse[:, :-1], workers=1)
+
+
+def test_rotation_max_reads_vectors_in_place_and_matches_the_definition():
+    """Real vectors with chosen rows score as the complex signatures, and as the maximum over the angle grid."""
+    from ibin.features import rotation_max
+    from ibin.features._polar import to_vector
+
+    rng = np.random.default_rng(12)
+    R, M, n, A = 8, 32, 400, 128
+    D = (rng.standard_normal((n, R, M)) + 1j * rng.standard_normal((n, R, M))).astype(np.complex64)
+    q = (rng.standard_normal((R, M)) + 1j * rng.standard_normal((R, M))).astype(np.complex64)
+    X = to_vector(D)
+    rows = np.array([399, 3, 3, 250, 0])
+    s_c, r_c = rotation_max(q, D)
+    s_v, r_v = rotation_max(q, X, rows=rows, chunk=2, workers=2)
+    assert np.allclose(s_v, s_c[rows], rtol=1e-5, atol=1e-4) and np.array_equal(r_v, r_c[rows])
+    alpha = np.arange(A) * (2 * np.pi / A)
+    P = np.einsum("km,nkm->nm", q.astype(np.complex128), np.conj(D))
+    S = (P @ np.exp(1j * np.outer(np.arange(1, M + 1), alpha))).real  # score at each angle grid point
+    assert np.allclose(s_c, S.max(axis=1), rtol=1e-4, atol=1e-3)
+    best = np.rad2deg(alpha[S.argmax(axis=1)])
+    assert np.allclose(((r_c - best) + 180) % 360 - 180, 0, atol=1e-3)
+    with pytest.raises(IndexError):
+        rotation_max(q, X, rows=np.array([n]))
+    with pytest.raises(ValueError, match="do not match"):
+        rotation_max(q, X[:, :-2])

@@ -128,3 +128,29 @@ def row_max(s, out):  # pragma: no cover - compiled
             if s[i, j] > best:
                 best = s[i, j]
         out[i] = best
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def signature_products(x, rows, c, d, out):  # pragma: no cover - compiled
+    """Per-harmonic products ``P_m = sum_k q_km conj(d_km)`` for chosen stored signatures.
+
+    ``x`` (N, 2 R M) float32 signature vectors (:func:`ibin.features._polar.to_vector`
+    layout: real parts, ring after ring, then imaginary parts); ``rows`` (n,)
+    int64 the signatures wanted; ``c``, ``d`` (R, M) float32 the real and
+    imaginary parts of the query. Writes ``out`` (n, 2 M): real parts of
+    ``P``, then imaginary parts.
+    """
+    R = c.shape[0]
+    M = c.shape[1]
+    H = R * M
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for m in range(2 * M):
+            out[i, m] = 0.0
+        for k in range(R):
+            o = k * M
+            for m in range(M):
+                a = x[r, o + m]
+                b = x[r, H + o + m]
+                out[i, m] += a * c[k, m] + b * d[k, m]
+                out[i, M + m] += a * d[k, m] - b * c[k, m]

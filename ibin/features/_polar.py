@@ -174,24 +174,28 @@ def _chunked(fn, n: int, chunk: int, workers: int) -> None:
             fn(a, b)
 
 
-def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, chunk: int = 8192,
-                 workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def rotation_max(query: np.ndarray, stored: np.ndarray, *, rows: np.ndarray | None = None, angles: int = 128,
+                 chunk: int = 8192, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Best correlation of a query signature with stored ones over all rotations.
 
     Rotating the stored surface counter-clockwise by ``alpha`` multiplies
     its harmonic ``m`` by ``exp(-i m alpha)``, so the inner product becomes
-    ``Re sum_m P_m exp(i m alpha)`` with ``P_m = sum_k q_km conj(d_km)``: one
-    small matrix product per stored signature and an FFT over the angle.
+    ``Re sum_m P_m exp(i m alpha)`` with ``P_m = sum_k q_km conj(d_km)``: the
+    per-harmonic products (a Numba kernel reading the stored vectors in
+    place) and one inverse FFT over the angle per stored signature.
 
     Parameters
     ----------
     query : ndarray (rings_kept, harmonics), complex
-    stored : ndarray (n, rings_kept, harmonics), complex
+    stored : ndarray (n, rings_kept, harmonics), complex, or (N, 2 rings_kept harmonics) float32
+        Stored signatures, as complex coefficients or as the real vectors of
+        :func:`to_vector` (the form the database keeps; not copied).
+    rows : ndarray (n,) int, optional
+        With real vectors: score only these rows of ``stored``.
     angles : int
         Rotations evaluated, evenly over 360°: four per harmonic keeps the
         sampled maximum within a few per cent of the true peak (two, the
         Nyquist rate, can miss half of it).
-
     workers : int
         Threads, each taking chunks of ``chunk`` stored signatures.
 
@@ -204,26 +208,39 @@ def rotation_max(query: np.ndarray, stored: np.ndarray, *, angles: int = 128, ch
     """
     from scipy import fft
 
+    from ._kernels_nb import signature_products
+
     q = np.asarray(query, dtype=np.complex64)
-    qc = np.conj(q)
-    d = np.asarray(stored)
-    n = d.shape[0]
-    M = q.shape[-1]
+    R, M = q.shape
     if angles < 2 * M + 2:
         raise ValueError("angles must be more than twice the number of harmonics")
+    if np.iscomplexobj(stored):
+        if rows is not None:
+            raise ValueError("rows selects among signature vectors, not complex signatures")
+        x = to_vector(stored)
+    else:
+        x = np.ascontiguousarray(stored, dtype=np.float32)  # no copy when so already (the kernel assumes it)
+    if x.ndim != 2 or x.shape[1] != 2 * R * M:
+        raise ValueError(f"stored signatures of shape {np.shape(stored)} do not match a query of {R} x {M}")
+    idx = np.arange(len(x), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+        raise IndexError("rows out of range of the stored signatures")
+    c, d = np.ascontiguousarray(q.real), np.ascontiguousarray(q.imag)
+    n = len(idx)
     scores = np.empty(n, np.float32)
     rots = np.empty(n, np.float32)
 
     def block(s: int, e: int) -> None:
-        blk = np.asarray(d[s:e], dtype=np.complex64)
-        P = np.conj(np.einsum("km,nkm->nm", qc, blk))  # sum_k q conj(d), (b, M)
+        P = np.empty((e - s, 2 * M), np.float32)
+        signature_products(x, idx[s:e], c, d, P)
         # score(alpha_j) = Re sum_m P_m exp(i m alpha_j): a real inverse DFT of
         # the half spectrum X_m = P_m angles / 2 (single precision throughout)
-        X = np.zeros((len(blk), angles // 2 + 1), np.complex64)
-        X[:, 1 : M + 1] = P * np.float32(angles / 2)
+        X = np.zeros((e - s, angles // 2 + 1), np.complex64)
+        X[:, 1 : M + 1].real = P[:, :M] * np.float32(angles / 2)
+        X[:, 1 : M + 1].imag = P[:, M:] * np.float32(angles / 2)
         S = fft.irfft(X, n=angles, axis=1, workers=1)
         j = S.argmax(axis=1)
-        scores[s:e] = S[np.arange(len(blk)), j]
+        scores[s:e] = S[np.arange(e - s), j]
         rots[s:e] = ((j * (360.0 / angles)) + 180.0) % 360.0 - 180.0
 
     _chunked(block, n, chunk, workers)
@@ -343,8 +360,7 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     if stored.shape[1] != 2 * R * M:
         raise ValueError(f"stored signatures have {stored.shape[1]} values, expected {2 * R * M}")
     if n <= exact_limit:
-        picked = stored if rows is None else stored[np.asarray(rows)]
-        exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R), workers=workers)
+        exact, _ = rotation_max(q, stored, rows=rows, workers=workers)
         order = np.argsort(-exact)[:k]
         return order.astype(np.int64), exact[order]
     mc = min(coarse_harmonics, M)
@@ -354,7 +370,6 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     scores = _first_pass(q, coarse, workers)
     keep = min(n, keep or max(10 * k, SECOND_PASS_MIN))
     cand = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < n else np.arange(n)
-    picked = stored[cand] if rows is None else stored[np.asarray(rows)[cand]]
-    exact, _ = rotation_max(q, from_vector(np.asarray(picked, dtype=np.float32), R), workers=workers)
+    exact, _ = rotation_max(q, stored, rows=cand if rows is None else np.asarray(rows)[cand], workers=workers)
     order = np.argsort(-exact)[:k]
     return cand[order].astype(np.int64), exact[order]
