@@ -473,11 +473,16 @@ def _load_prepared(db, rec):
 
 
 def _map(fn, items: list, workers: int) -> list:
-    """``[fn(x) for x in items]``, in ``workers`` threads when there is more than one item."""
+    """``[fn(x) for x in items]``, in ``workers`` threads when there is more than one item.
+
+    While the threads run, BLAS, OpenMP and OpenCV keep to one thread per call (see :mod:`ibin._threads`).
+    """
     if workers > 1 and len(items) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(workers, len(items))) as ex:
+        from ._threads import native_single_thread
+
+        with native_single_thread(), ThreadPoolExecutor(min(workers, len(items))) as ex:
             return list(ex.map(fn, items))
     return [fn(x) for x in items]
 
@@ -954,7 +959,13 @@ _SWEEP: dict = {}
 
 
 def _sweep_init(path: str) -> None:
-    """Worker of a parallel sweep: one read-only database handle and one cache for its lifetime."""
+    """Worker of a parallel sweep: one read-only database handle and one cache for its lifetime.
+
+    The workers share the cores, so each keeps its native libraries to one thread.
+    """
+    from ._threads import limit_process
+
+    limit_process()
     _SWEEP["db"] = open_database(path, readonly=True)
     _SWEEP["cache"] = _Cache(max_items=500)
 
