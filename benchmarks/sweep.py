@@ -8,7 +8,11 @@ processes over one, peak memory of a worker, and the projected time of a
 sweep of 100,000 exhibits (the per-query time at 20k scaled by the
 candidate-stage growth measured in ``scale.json``, when present).
 
-Run: ``python -m benchmarks.sweep --work DIR [--sample 60]``
+With ``--db NAME`` the sample is drawn from DIR/NAME instead (e.g.
+``planted-pop-db-100k``, made by ``planted --population pop-db-100k``) and the
+result is written as ``sweep_NAME.json`` (``-`` as ``_``).
+
+Run: ``python -m benchmarks.sweep --work DIR [--sample 60] [--db planted-db]``
 """
 
 from __future__ import annotations
@@ -49,11 +53,16 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--sample", type=int, default=60)
+    ap.add_argument("--db", default="planted-db", help="database under DIR to sample and search")
     a = ap.parse_args(argv)
     from ibin import SearchParams, open_database, search_exhibits
 
-    env = environment(f"python -m benchmarks.sweep --work {a.work} --sample {a.sample}")
-    db = open_database(a.work / "planted-db", readonly=True)
+    default_db = a.db == "planted-db"
+    env = environment(f"python -m benchmarks.sweep --work {a.work} --sample {a.sample}"
+                      + ("" if default_db else f" --db {a.db}"))
+    if not (a.work / a.db).exists():
+        raise SystemExit(f"{a.work / a.db}: no such database (made by python -m benchmarks.planted)")
+    db = open_database(a.work / a.db, readonly=True)
     recs = db.list(kind="cartridge")
     rng = np.random.default_rng(9)
     ids = [recs[i].id for i in sorted(rng.choice(len(recs), a.sample, replace=False))]
@@ -69,11 +78,11 @@ def main(argv=None) -> dict:
     db.close()
     per_hour = {p: 3600 * len(ids) / s for p, s in runs.items()}
     proj = projection(runs[2] / len(ids), n_on_file)
-    result = {"what": __doc__.split("\n\n")[0], "environment": env, "exhibits_on_file": n_on_file,
+    result = {"what": __doc__.split("\n\n")[0], "environment": env, "database": a.db, "exhibits_on_file": n_on_file,
               "queries": len(ids), "seconds": runs, "lead_lists_per_hour": per_hour,
               "speedup_2_processes": runs[1] / runs[2], "peak_worker_rss_mib": peak_worker_mib,
               "projection_100k": proj}
-    write("sweep", result)
+    write("sweep" if default_db else "sweep_" + a.db.replace("-", "_"), result)
     print(f"sweep of {len(ids)} in {n_on_file}: {per_hour[1]:.0f}/h one process, {per_hour[2]:.0f}/h two "
           f"({result['speedup_2_processes']:.2f}x); worker peak {peak_worker_mib:.0f} MiB"
           + (f"; 100k sweep ~{proj['hours_2_processes']:.0f} h" if proj else ""))
