@@ -5,9 +5,10 @@ worker processes). The numerical libraries those threads call keep thread
 pools of their own: OpenBLAS (behind NumPy's matrix products) and OpenCV
 each start one thread per core by default, so two ibin workers ran four busy
 threads on two cores: the candidate stage's first pass over 1M signatures
-took 1.6-2x as long in 2 workers as with BLAS kept to one thread (this
-project's 2-core machine, 2026-12-03). While an ibin worker pool runs,
-:func:`native_single_thread` keeps those libraries to one thread.
+took 1.46x as long in 2 workers as with BLAS kept to one thread (this
+project's 2-core machine, ``benchmarks/results/threads.json``). Every ibin
+worker pool is :func:`map_threads`, which keeps those libraries to one
+thread while it runs (:func:`native_single_thread`).
 
 BLAS and OpenMP are limited through ``threadpoolctl``, whose OpenBLAS limits
 belong to one Python thread at a time (the first to set them; the others'
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 _lock = threading.Lock()
 _cv2: dict = {"depth": 0, "saved": None}
@@ -74,3 +75,18 @@ def limit_process() -> None:
 
     _blas_controller().limit(limits=1)
     cv2.setNumThreads(1)
+
+
+def map_threads(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` threads when there is more than one item.
+
+    The threads run with the native libraries kept to one thread each
+    (:func:`native_single_thread`); one worker runs in the calling thread,
+    the libraries as they are.
+    """
+    if workers > 1 and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with native_single_thread(), ThreadPoolExecutor(min(workers, len(items))) as ex:
+            return list(ex.map(fn, items))
+    return [fn(x) for x in items]

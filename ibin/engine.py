@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ._threads import limit_process, map_threads
 from .errors import DatabaseError, IbinError, ScanError
 from .leads import Lead, LeadList
 from .scan import Scan, load_scan
@@ -450,7 +451,7 @@ class _Cache:
         """Every record prepared: read serially (one database handle), pyramids built in ``workers`` threads."""
         got = {rec.rowid: self.get(rec.rowid) for rec in records}
         todo = [(rec.rowid, _load_prepared(db, rec)) for rec in records if got[rec.rowid] is None]
-        for rowid, item in zip([r for r, _ in todo], _map(lambda t: _Prepared(t[1]), todo, workers)):
+        for rowid, item in zip([r for r, _ in todo], map_threads(lambda t: _Prepared(t[1]), todo, workers)):
             got[rowid] = self.put(rowid, item)
         return got
 
@@ -470,21 +471,6 @@ def _load_prepared(db, rec):
 
     arrays, attrs = db.load(rec)
     return PreparedCartridge.from_arrays(arrays, attrs)
-
-
-def _map(fn, items: list, workers: int) -> list:
-    """``[fn(x) for x in items]``, in ``workers`` threads when there is more than one item.
-
-    While the threads run, BLAS, OpenMP and OpenCV keep to one thread per call (see :mod:`ibin._threads`).
-    """
-    if workers > 1 and len(items) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from ._threads import native_single_thread
-
-        with native_single_thread(), ThreadPoolExecutor(min(workers, len(items))) as ex:
-            return list(ex.map(fn, items))
-    return [fn(x) for x in items]
 
 
 def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", workers: int = 1,
@@ -511,7 +497,7 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
         loaded.append((rec, dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"])))
     shape = tuple(int(v) for v in np.max([c.shape for _, c, _ in loaded], axis=0))
     qs = QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
-    scored = _map(lambda t: (qs.score(t[1], t[2], hints.get(t[0].rowid))[0], t[0]), loaded, workers)
+    scored = map_threads(lambda t: (qs.score(t[1], t[2], hints.get(t[0].rowid))[0], t[0]), loaded, workers)
     scored.sort(key=lambda t: (-t[0], t[1].id))
     return [rec for _, rec in scored[:keep]]
 
@@ -546,7 +532,7 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
             return -math.inf, rec, f"failed: {e}"
 
     prepared = cache.prepare_all(db, records, workers)
-    out = _map(one, list(records), workers)
+    out = map_threads(one, list(records), workers)
     out.sort(key=lambda t: (-t[0], t[1].id))
     return out
 
@@ -963,8 +949,6 @@ def _sweep_init(path: str) -> None:
 
     The workers share the cores, so each keeps its native libraries to one thread.
     """
-    from ._threads import limit_process
-
     limit_process()
     _SWEEP["db"] = open_database(path, readonly=True)
     _SWEEP["cache"] = _Cache(max_items=500)

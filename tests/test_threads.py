@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from ibin._threads import native_single_thread
-from ibin.engine import _map
+from ibin._threads import map_threads, native_single_thread
 from ibin.features._polar import _chunked
 
 
@@ -38,12 +37,12 @@ def two_threads_each():
             cv2.setNumThreads(before_cv)
 
 
-def test_map_workers_see_one_thread_and_settings_come_back(two_threads_each):
-    seen = _map(lambda _: (tuple(_blas_threads()), cv2.getNumThreads()), list(range(6)), workers=2)
+def test_map_threads_workers_see_one_thread_and_settings_come_back(two_threads_each):
+    seen = map_threads(lambda _: (tuple(_blas_threads()), cv2.getNumThreads()), list(range(6)), workers=2)
     assert all(set(b) == {1} and c == 1 for b, c in seen), seen
     assert set(_blas_threads()) == {2} and cv2.getNumThreads() == 2
     # one worker: nothing is limited (the libraries may use the cores themselves)
-    seen = _map(lambda _: (tuple(_blas_threads()), cv2.getNumThreads()), list(range(3)), workers=1)
+    seen = map_threads(lambda _: (tuple(_blas_threads()), cv2.getNumThreads()), list(range(3)), workers=1)
     assert all(set(b) == {2} and c == 2 for b, c in seen), seen
 
 

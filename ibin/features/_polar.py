@@ -162,21 +162,10 @@ def from_vector(v: np.ndarray, rings_kept: int) -> np.ndarray:
 
 
 def _chunked(fn, n: int, chunk: int, workers: int) -> None:
-    """``fn(start, stop)`` over ``[0, n)`` in chunks, in ``workers`` threads (NumPy, BLAS and the FFT release the GIL).
+    """``fn(start, stop)`` over ``[0, n)`` in chunks, in ``workers`` threads (NumPy, BLAS and the FFT release the GIL)."""
+    from .._threads import map_threads
 
-    While the threads run, BLAS keeps to one thread per call (see :mod:`ibin._threads`).
-    """
-    spans = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    if workers > 1 and len(spans) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .._threads import native_single_thread
-
-        with native_single_thread(), ThreadPoolExecutor(min(workers, len(spans))) as ex:
-            list(ex.map(lambda t: fn(*t), spans))
-    else:
-        for a, b in spans:
-            fn(a, b)
+    map_threads(lambda t: fn(*t), [(s, min(s + chunk, n)) for s in range(0, n, chunk)], workers)
 
 
 def rotation_max(query: np.ndarray, stored: np.ndarray, *, rows: np.ndarray | None = None, angles: int = 128,
