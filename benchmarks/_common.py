@@ -59,6 +59,18 @@ def write(name: str, payload: dict) -> Path:
     return out
 
 
+def variant(base: str, flag: str, value: str, default: str) -> tuple[str, str]:
+    """Result name and command-line suffix of a run on a database other than the default one.
+
+    ``variant("planted", "--population", "pop-db-100k", "pop-db")`` gives
+    ``("planted_pop_db_100k", " --population pop-db-100k")``; the default
+    value gives ``("planted", "")``, so the default run keeps its file.
+    """
+    if value == default:
+        return base, ""
+    return f"{base}_{value.replace('-', '_')}", f" {flag} {value}"
+
+
 def _default(o):
     import numpy as np
 

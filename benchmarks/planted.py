@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import RESULTS, SHARED, environment, quantiles, write  # noqa: E402
+from ._common import RESULTS, SHARED, environment, quantiles, variant, write  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -44,11 +44,11 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     from ibin import SearchParams, ingest, open_database, search_exhibits
 
-    default_pop = a.population == "pop-db"
-    env = environment(f"python -m benchmarks.planted --work {a.work} --synthetic {a.synthetic}"
-                      + ("" if default_pop else f" --population {a.population}") + (" --reuse" if a.reuse else ""))
+    name, option = variant("planted", "--population", a.population, "pop-db")
+    env = environment(f"python -m benchmarks.planted --work {a.work} --synthetic {a.synthetic}{option}"
+                      + (" --reuse" if a.reuse else ""))
     src = a.work / a.population
-    dst = a.work / ("planted-db" if default_pop else f"planted-{a.population}")
+    dst = a.work / ("planted-db" if a.population == "pop-db" else f"planted-{a.population}")
     if not src.exists():
         raise SystemExit(f"{src}: no population database (build it with python -m benchmarks.scale_build)")
     reuse = a.reuse and dst.exists()
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         "ingest_40_fadul_s": t_ingest,
         "storage": info["bytes"],
     }
-    write("planted" if default_pop else "planted_" + a.population.replace("-", "_"), result)
+    write(name, result)
     print(f"Fadul in {n_on_file}: top-1 {top1}/40, all mates in top 10 {top10}/40 (N=40: {base.get('top1_hits')}/"
           f"{base.get('top10_all_mates')}); synthetic top-1 {sum(syn_hits)}/{len(syn_hits)}; lead list p50 "
           f"{np.nanmedian(stages['total']):.0f} ms")

@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import RESULTS, environment, write  # noqa: E402
+from ._common import RESULTS, environment, variant, write  # noqa: E402
 
 
 def projection(seconds_per_list: float, n_on_file: int, n: int = 100_000) -> dict | None:
@@ -57,9 +57,8 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     from ibin import SearchParams, open_database, search_exhibits
 
-    default_db = a.db == "planted-db"
-    env = environment(f"python -m benchmarks.sweep --work {a.work} --sample {a.sample}"
-                      + ("" if default_db else f" --db {a.db}"))
+    name, option = variant("sweep", "--db", a.db, "planted-db")
+    env = environment(f"python -m benchmarks.sweep --work {a.work} --sample {a.sample}{option}")
     if not (a.work / a.db).exists():
         raise SystemExit(f"{a.work / a.db}: no such database (made by python -m benchmarks.planted)")
     db = open_database(a.work / a.db, readonly=True)
@@ -82,7 +81,7 @@ def main(argv=None) -> dict:
               "queries": len(ids), "seconds": runs, "lead_lists_per_hour": per_hour,
               "speedup_2_processes": runs[1] / runs[2], "peak_worker_rss_mib": peak_worker_mib,
               "projection_100k": proj}
-    write("sweep" if default_db else "sweep_" + a.db.replace("-", "_"), result)
+    write(name, result)
     print(f"sweep of {len(ids)} in {n_on_file}: {per_hour[1]:.0f}/h one process, {per_hour[2]:.0f}/h two "
           f"({result['speedup_2_processes']:.2f}x); worker peak {peak_worker_mib:.0f} MiB"
           + (f"; 100k sweep ~{proj['hours_2_processes']:.0f} h" if proj else ""))
