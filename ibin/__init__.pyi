@@ -14,7 +14,7 @@ from .engine import (
 )
 from .errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError, IbinError, ScanError
 from .index import Database
-from .leads import Lead, LeadList
+from .leads import Lead, LeadList, LeadListLog
 from .scan import Scan, load_scan, save_x3p
 
 __version__: str

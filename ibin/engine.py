@@ -948,7 +948,12 @@ def _sweep_init(path: str) -> None:
     """Worker of a parallel sweep: one read-only database handle and one cache for its lifetime.
 
     The workers share the cores, so each keeps its native libraries to one thread.
+    Ctrl-C is left to the parent, which stops the pool (the workers would
+    otherwise each print a traceback as they die).
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_process()
     _SWEEP["db"] = open_database(path, readonly=True)
     _SWEEP["cache"] = _Cache(max_items=500)

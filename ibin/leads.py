@@ -23,10 +23,11 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-__all__ = ["Lead", "LeadList", "SCHEMA_VERSION", "render_table"]
+__all__ = ["Lead", "LeadList", "LeadListLog", "SCHEMA_VERSION", "render_table"]
 
 SCHEMA_VERSION = 1
 
@@ -185,3 +186,94 @@ def _review(lead: Lead) -> str:
 
 def leads_to_jsonl(lists: Iterable[LeadList]) -> str:
     return "".join(l.to_json() + "\n" for l in lists)
+
+
+class LeadListLog:
+    """An append-only JSON Lines file of lead lists, which an interrupted sweep resumes.
+
+    A cold-case sweep of a large database runs for hours (about 33 h for
+    100,000 cartridge cases on a 2-core machine); each lead list is written
+    as one line, flushed and synced to disk before the next query, so an
+    interruption (a crash, a reboot, Ctrl-C) loses at most the list being
+    written. Opened again on the same file, the log reads what is there:
+    :attr:`done` holds the ``(kind, query id)`` already listed, which the
+    sweep skips, and a last line cut off mid-write is removed (it is the
+    only change ever made to lines already in the file).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The JSON Lines file (created when missing).
+    database_path : str
+        The database searched: a file holding lead lists of another
+        database is refused rather than mixed with.
+
+    Raises
+    ------
+    ValueError
+        When a complete line of the file is not a lead list, or belongs to
+        another database; the file is then left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, database_path: str):
+        self.path = os.fspath(path)
+        self.done: set[tuple[str, str]] = set()
+        self.dropped_partial = False
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        keep = raw.rfind(b"\n") + 1  # bytes up to the last complete line
+        tail = raw[keep:]
+        lines = raw[:keep].splitlines()
+        if tail.strip():
+            try:  # a last line written whole but for its newline is kept
+                _ = self._query(tail, len(lines) + 1, database_path)
+                lines.append(tail)
+                keep = len(raw)
+                tail = b""
+            except ValueError:
+                pass
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                self.done.add(self._query(line, n, database_path))
+        self._f = open(self.path, "ab")
+        if tail or (keep == len(raw) and raw and not raw.endswith(b"\n")):
+            if tail:  # the interrupted write of the last run
+                self._f.truncate(keep)
+                self.dropped_partial = True
+            else:
+                self._f.write(b"\n")
+            self._sync()
+
+    def _query(self, line: bytes, n: int, database_path: str) -> tuple[str, str]:
+        try:
+            d = json.loads(line)
+            kind, qid, db = d["query"]["kind"], d["query"]["id"], d["database"]["path"]
+            if not isinstance(qid, str) or not isinstance(kind, str):
+                raise TypeError("query id and kind must be strings")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.path}, line {n}: not a lead list of ibin ({e}); the file was left as it was") from None
+        if os.path.abspath(str(db)) != os.path.abspath(database_path):
+            raise ValueError(f"{self.path} holds lead lists of another database ({db}); give another output file")
+        return kind, qid
+
+    def _sync(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def append(self, ll: LeadList) -> None:
+        """Write one lead list as a line, on disk before returning."""
+        self._f.write((ll.to_json() + "\n").encode())
+        self._sync()
+        self.done.add((ll.kind, ll.query_id))
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "LeadListLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -178,3 +178,75 @@ def test_parallel_sweep_matches_serial(db, capsys):
     for a, b in zip(serial, parallel):
         assert [x["id"] for x in a["leads"]] == [x["id"] for x in b["leads"]]
         assert [x["score"] for x in a["leads"]] == pytest.approx([x["score"] for x in b["leads"]], abs=1e-3)
+
+
+def _lists(path: Path) -> dict[str, dict]:
+    return {d["query"]["id"]: d for d in map(json.loads, path.read_text().splitlines())}
+
+
+def test_sweep_output_resumes_after_an_interruption(db, tmp_path, capsys):
+    """--output FILE: a sweep cut off mid-write resumes on FILE, redoing only what is missing."""
+    full = tmp_path / "full.jsonl"
+    assert main(["search", str(db), "--all", "--top", "3", "--output", str(full)]) == 0
+    assert "5 lead lists written to" in capsys.readouterr().out
+    whole = _lists(full)
+    assert len(whole) == 5 and len(full.read_text().splitlines()) == 5
+    # an interrupted run: two lists on disk, the third cut off mid-write
+    raw = full.read_bytes().split(b"\n")
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(raw[0] + b"\n" + raw[1] + b"\n" + raw[2][: len(raw[2]) // 2])
+    assert main(["search", str(db), "--all", "--top", "3", "--output", str(cut)]) == 0
+    got = capsys.readouterr()
+    assert "3 lead lists written" in got.out and "2 already there" in got.out
+    assert "cut off mid-write" in got.err
+    lines = cut.read_text().splitlines()
+    assert len(lines) == 5  # the partial line replaced, nothing listed twice
+    resumed = _lists(cut)
+    assert set(resumed) == set(whole)
+    for q, d in whole.items():
+        assert [l["id"] for l in resumed[q]["leads"]] == [l["id"] for l in d["leads"]]
+        assert [l["score"] for l in resumed[q]["leads"]] == pytest.approx([l["score"] for l in d["leads"]], abs=1e-3)
+    # run again: nothing left to do, the file unchanged
+    before = cut.read_bytes()
+    assert main(["search", str(db), "--all", "--top", "3", "--output", str(cut)]) == 0
+    assert "0 lead lists written" in capsys.readouterr().out and cut.read_bytes() == before
+
+
+def test_sweep_output_refuses_a_file_it_did_not_write(db, tmp_path, capsys):
+    """A damaged line, or lead lists of another database, stop the run and leave the file as it was."""
+    full = tmp_path / "full.jsonl"
+    assert main(["search", str(db), "--id", "f0-s0", "--top", "2", "--output", str(full)]) == 0
+    good = full.read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n" + good)
+    capsys.readouterr()
+    assert main(["search", str(db), "--all", "--output", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "line 1" in err
+    assert bad.read_text() == "not json\n" + good
+    other = tmp_path / "other.jsonl"
+    d = json.loads(good)
+    d["database"]["path"] = str(tmp_path / "another-db")
+    other.write_text(json.dumps(d) + "\n")
+    assert main(["search", str(db), "--all", "--output", str(other)]) == 2
+    assert "another database" in capsys.readouterr().err
+    assert json.loads(other.read_text()) == d
+    assert main(["search", str(db), "--all", "--output", str(other), "--format", "csv"]) == 2
+
+
+def test_progress_without_a_terminal_prints_a_line_now_and_then():
+    """Off a terminal (a sweep left running for hours) progress is a plain line per interval, with the time left."""
+    import io
+
+    from ibin.cli._common import Progress
+
+    s = io.StringIO()
+    p = Progress(100, "search", stream=s, every_s=3600)
+    p.update(1)
+    assert s.getvalue() == ""  # not before the interval
+    p = Progress(100, "search", stream=s, every_s=0)
+    p.start -= 10  # 25 done in 10 s: 30 s for the 75 left
+    p.update(25, "x")
+    line = s.getvalue()
+    assert line.startswith("search: 25/100 (25.0 %)") and line.endswith("s left\n") and "\r" not in line
+    assert "30 s left" in line or "29 s left" in line or "31 s left" in line

@@ -37,26 +37,43 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only on a terminal."""
+    """Progress on stderr: a one-line bar on a terminal, else a plain line every ``every_s`` seconds.
 
-    def __init__(self, total: int, label: str, stream=None):
+    Hours-long runs (a sweep of a large database) are often left to run
+    without a terminal; they still say how far they are and how long is left.
+    """
+
+    def __init__(self, total: int, label: str, stream=None, *, every_s: float = 60.0):
         self.total = max(total, 1)
         self.label = label
         self.stream = stream or sys.stderr
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.monotonic()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every_s = every_s
+        self.start = self.last = time.monotonic()
+
+    def _left(self, done: int, elapsed: float) -> str:
+        if done <= 0 or done >= self.total:
+            return ""
+        s = (self.total - done) * elapsed / done
+        return f", {s / 3600:.1f} h left" if s >= 5400 else f", {s / 60:.0f} min left" if s >= 90 else f", {s:.0f} s left"
 
     def update(self, done: int, note: str = "") -> None:
-        if not self.enabled:
-            return
-        frac = done / self.total
-        width = 30
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        rate = done / max(time.monotonic() - self.start, 1e-9)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {rate:.1f}/s {note[:40]:<40}")
-        self.stream.flush()
+        now = time.monotonic()
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        if self.tty:
+            width = 30
+            frac = done / self.total
+            bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+            self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {rate:.1f}/s {note[:40]:<40}")
+            self.stream.flush()
+        elif now - self.last >= self.every_s:
+            self.last = now
+            self.stream.write(f"{self.label}: {done}/{self.total} ({100 * done / self.total:.1f} %), "
+                              f"{rate:.2f}/s{self._left(done, elapsed)}\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.tty:
             self.stream.write("\n")
             self.stream.flush()

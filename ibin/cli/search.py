@@ -12,6 +12,12 @@ lead list holds the bullets with the best-matching lands. Each lead gives
 the phase (land i of the query pairs with land i + phase of the lead) and
 the land pairs with their correlation and lag. --id finds each exhibit's
 kind; --all without --kind searches every kind on file.
+
+With --output FILE (--id/--all) the lead lists are appended to FILE as JSON
+Lines, each on disk before the next query starts. Run again with the same
+FILE, an interrupted sweep resumes: the queries already in FILE are skipped
+(a last line cut off mid-write is dropped and redone). Progress goes to
+stderr: a bar on a terminal, otherwise a line a minute.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", default=None, choices=["cartridge", "bullet"],
                    help="exhibit kind (default: cartridge for FILE, the exhibit's own kind for --id, every kind for --all)")
     add_search_arguments(p)
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=["table", "json", "csv"], default=None, help="output on stdout (default table)")
+    p.add_argument("--output", metavar="FILE",
+                   help="--id/--all: append the lead lists to FILE as JSON Lines, resuming an interrupted run on FILE")
     p.add_argument("--pixel-um", type=float, metavar="X", help="pixel size in µm for an image or .npy query")
     p.add_argument("--user", help="who searches, for the audit log (default: $IBIN_USER or the login name)")
     p.add_argument("--processes", type=int, default=None, metavar="P",
@@ -51,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of FILE, --id ID or --all")
     if args.files and args.kind != "bullet" and len(args.files) > 1:
         raise ValueError(f"{len(args.files)} files given; search with one scan (or --kind bullet for a bullet's lands)")
+    if args.output and not (args.ids or args.all):
+        raise ValueError("--output is for --id and --all (a FILE's lead list goes to stdout)")
+    if args.output and args.format:
+        raise ValueError("--output writes JSON Lines to its file; --format is for stdout")
+    args.format = args.format or "table"
     params = search_params(args)
     db = open_database(args.db)
+    log = None
     try:
         if args.files:
             if args.kind == "bullet":
@@ -73,6 +87,23 @@ def run(args: argparse.Namespace) -> int:
                         batches[-1][1].append(ex_id)
                     else:
                         batches.append((k, [ex_id]))
+            skipped = 0
+            if args.output:
+                from ..leads import LeadListLog
+
+                log = LeadListLog(args.output, str(db.path))
+                if log.dropped_partial:
+                    print(f"ibin search: {args.output}: dropped its last line, cut off mid-write; that query is redone",
+                          file=sys.stderr)
+                if log.done:
+                    todo = []
+                    for k, ids in batches:
+                        want = [r.id for r in db.list(kind=k)] if ids is None else ids
+                        left = [i for i in want if (k, i) not in log.done]
+                        skipped += len(want) - len(left)
+                        if left:
+                            todo.append((k, left))
+                    batches = todo
             n = sum(db.count(kind=k) if ids is None else len(ids) for k, ids in batches)
             bar = Progress(n, "search")
             lists = []
@@ -85,16 +116,25 @@ def run(args: argparse.Namespace) -> int:
                     big = db.count(kind=k) > 4 * (params.candidates + params.n_verify)
                     procs = (os.cpu_count() or 1) if big and k == "cartridge" else 1
                 for ll in search_exhibits(db, ids, kind=k, params=params, user=args.user, processes=procs):
-                    lists.append(ll)
                     done += 1
                     bar.update(done, ll.query_id)
-                    if args.format == "json":  # stream JSON Lines as they come
+                    if log is not None:  # on disk before the next query
+                        log.append(ll)
+                    elif args.format == "json":  # stream JSON Lines as they come
                         sys.stdout.write(ll.to_json() + "\n")
                         sys.stdout.flush()
+                    else:
+                        lists.append(ll)
             bar.close()
+            if log is not None:
+                print(f"{done} lead lists written to {args.output}"
+                      + (f" ({skipped} already there, skipped)" if skipped else ""))
+                return 0
             if args.format == "json":
                 return 0
     finally:
+        if log is not None:
+            log.close()
         db.close()
     if args.format == "json":
         for ll in lists:
