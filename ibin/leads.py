@@ -193,9 +193,11 @@ class LeadListLog:
 
     A cold-case sweep of a large database runs for hours (about 33 h for
     100,000 cartridge cases on a 2-core machine); each lead list is written
-    as one line, flushed and synced to disk before the next query, so an
-    interruption (a crash, a reboot, Ctrl-C) loses at most the list being
-    written. Opened again on the same file, the log reads what is there:
+    as one line, flushed and synced to disk as soon as it arrives, so an
+    interruption (a crash, a reboot, Ctrl-C) loses only the work on lists
+    not yet written (in a sweep over worker processes, the chunks of
+    queries in progress) and at most a last line cut off mid-write. Opened
+    again on the same file, the log reads what is there:
     :attr:`done` holds the ``(kind, query id)`` already listed, which the
     sweep skips, and a last line cut off mid-write is removed (it is the
     only change ever made to lines already in the file).

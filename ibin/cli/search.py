@@ -14,7 +14,7 @@ the land pairs with their correlation and lag. --id finds each exhibit's
 kind; --all without --kind searches every kind on file.
 
 With --output FILE (--id/--all) the lead lists are appended to FILE as JSON
-Lines, each on disk before the next query starts. Run again with the same
+Lines, each synced to disk as it arrives. Run again with the same
 FILE, an interrupted sweep resumes: the queries already in FILE are skipped
 (a last line cut off mid-write is dropped and redone). Progress goes to
 stderr: a bar on a terminal, otherwise a line a minute.
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 for ll in search_exhibits(db, ids, kind=k, params=params, user=args.user, processes=procs):
                     done += 1
                     bar.update(done, ll.query_id)
-                    if log is not None:  # on disk before the next query
+                    if log is not None:  # on disk as it arrives
                         log.append(ll)
                     elif args.format == "json":  # stream JSON Lines as they come
                         sys.stdout.write(ll.to_json() + "\n")
