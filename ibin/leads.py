@@ -226,37 +226,37 @@ class LeadListLog:
                 raw = f.read()
         except FileNotFoundError:
             raw = b""
-        keep = raw.rfind(b"\n") + 1  # bytes up to the last complete line
-        tail = raw[keep:]
-        lines = raw[:keep].splitlines()
-        if tail.strip():
-            try:  # a last line written whole but for its newline is kept
-                _ = self._query(tail, len(lines) + 1, database_path)
-                lines.append(tail)
-                keep = len(raw)
-                tail = b""
-            except ValueError:
-                pass
+        lines = raw.split(b"\n")
+        tail = lines.pop()  # what follows the last newline: b"" when the file ends with one
         for n, line in enumerate(lines, 1):
             if line.strip():
                 self.done.add(self._query(line, n, database_path))
+        parsed = None
+        if tail.strip():
+            try:  # a last line written whole but for its newline is kept
+                parsed = _parse(tail)
+            except ValueError:
+                pass  # else it is the interrupted write of the last run
+            if parsed is not None:
+                self.done.add(self._same_database(parsed, database_path))
         self._f = open(self.path, "ab")
-        if tail or (keep == len(raw) and raw and not raw.endswith(b"\n")):
-            if tail:  # the interrupted write of the last run
-                self._f.truncate(keep)
-                self.dropped_partial = True
-            else:
+        if tail:
+            if parsed is not None:
                 self._f.write(b"\n")
+            else:
+                self._f.truncate(len(raw) - len(tail))
+                self.dropped_partial = True
             self._sync()
 
     def _query(self, line: bytes, n: int, database_path: str) -> tuple[str, str]:
         try:
-            d = json.loads(line)
-            kind, qid, db = d["query"]["kind"], d["query"]["id"], d["database"]["path"]
-            if not isinstance(qid, str) or not isinstance(kind, str):
-                raise TypeError("query id and kind must be strings")
-        except (ValueError, KeyError, TypeError) as e:
+            parsed = _parse(line)
+        except ValueError as e:
             raise ValueError(f"{self.path}, line {n}: not a lead list of ibin ({e}); the file was left as it was") from None
+        return self._same_database(parsed, database_path)
+
+    def _same_database(self, parsed: tuple[str, str, str], database_path: str) -> tuple[str, str]:
+        kind, qid, db = parsed
         if os.path.abspath(str(db)) != os.path.abspath(database_path):
             raise ValueError(f"{self.path} holds lead lists of another database ({db}); give another output file")
         return kind, qid
@@ -279,3 +279,15 @@ class LeadListLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _parse(line: bytes) -> tuple[str, str, str]:
+    """``(kind, query id, database path)`` of one JSON line of a lead list; ValueError when it is not one."""
+    try:
+        d = json.loads(line)
+        kind, qid, db = d["query"]["kind"], d["query"]["id"], d["database"]["path"]
+        if not isinstance(qid, str) or not isinstance(kind, str):
+            raise TypeError("query id and kind must be strings")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    return kind, qid, db

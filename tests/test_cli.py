@@ -210,6 +210,13 @@ def test_sweep_output_resumes_after_an_interruption(db, tmp_path, capsys):
     before = cut.read_bytes()
     assert main(["search", str(db), "--all", "--top", "3", "--output", str(cut)]) == 0
     assert "0 lead lists written" in capsys.readouterr().out and cut.read_bytes() == before
+    # a last line written whole but for its newline is kept: nothing redone, the newline added
+    nonl = tmp_path / "nonl.jsonl"
+    nonl.write_bytes(before[:-1])
+    assert main(["search", str(db), "--all", "--top", "3", "--output", str(nonl)]) == 0
+    got = capsys.readouterr()
+    assert "0 lead lists written" in got.out and "5 already there" in got.out and "cut off" not in got.err
+    assert nonl.read_bytes() == before
 
 
 def test_sweep_output_refuses_a_file_it_did_not_write(db, tmp_path, capsys):
@@ -231,6 +238,11 @@ def test_sweep_output_refuses_a_file_it_did_not_write(db, tmp_path, capsys):
     assert main(["search", str(db), "--all", "--output", str(other)]) == 2
     assert "another database" in capsys.readouterr().err
     assert json.loads(other.read_text()) == d
+    # the same as a last line without its newline: refused too, not taken for a cut-off write and dropped
+    other.write_text(json.dumps(d))
+    assert main(["search", str(db), "--all", "--output", str(other)]) == 2
+    assert "another database" in capsys.readouterr().err
+    assert other.read_text() == json.dumps(d)
     assert main(["search", str(db), "--all", "--output", str(other), "--format", "csv"]) == 2
 
 
