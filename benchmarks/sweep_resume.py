@@ -51,18 +51,13 @@ def _leg(cmd: list[str], out: Path, seconds: float, stop: int, log: Path) -> dic
         ran = time.monotonic() - t0
         t_stop = time.monotonic()
         if proc.poll() is None:
-            os.killpg(proc.pid, stop)
+            os.killpg(proc.pid, stop)  # the whole session: SIGKILL takes the workers too, as a crash would
         try:
             rc = proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             rc = proc.wait()
         stopped_s = time.monotonic() - t_stop
-        if stop == signal.SIGKILL:  # the workers are in the same session: a crash takes them all
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     after = _lines(out)
     return {"signal": signal.Signals(stop).name, "ran_s": ran, "first_list_s": first, "lists_written": after - before,
             "exit_code": rc, "stopped_within_s": stopped_s,
