@@ -25,7 +25,10 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
+
+from ._fs import fsync_dir
 
 __all__ = ["Lead", "LeadList", "LeadListLog", "SCHEMA_VERSION", "render_table"]
 
@@ -196,10 +199,11 @@ class LeadListLog:
     as one line, flushed and synced to disk as soon as it arrives, so an
     interruption (a crash, a reboot, Ctrl-C) loses only the work on lists
     not yet written (in a sweep over worker processes, the chunks of
-    queries in progress) and at most a last line cut off mid-write. Opened
-    again on the same file, the log reads what is there:
-    :attr:`done` holds the ``(kind, query id)`` already listed, which the
-    sweep skips, and a last line cut off mid-write is removed (it is the
+    queries in progress) and at most a last line cut off mid-write. A file
+    it creates has its folder synced too, so a power cut cannot lose the
+    file's name. Opened again on the same file, the log reads what is
+    there: :attr:`done` holds the ``(kind, query id)`` already listed, which
+    the sweep skips, and a last line cut off mid-write is removed (it is the
     only change ever made to lines already in the file).
 
     Parameters
@@ -225,7 +229,9 @@ class LeadListLog:
             with open(self.path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            raw = b""
+            raw = None
+        created = raw is None
+        raw = raw or b""
         lines = raw.split(b"\n")
         tail = lines.pop()  # what follows the last newline: b"" when the file ends with one
         for n, line in enumerate(lines, 1):
@@ -240,6 +246,8 @@ class LeadListLog:
             if parsed is not None:
                 self.done.add(self._same_database(parsed, database_path))
         self._f = open(self.path, "ab")
+        if created:  # the new file's name in its folder, durable before any list is trusted to it
+            fsync_dir(Path(self.path).resolve().parent)
         if tail:
             if parsed is not None:
                 self._f.write(b"\n")

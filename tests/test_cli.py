@@ -262,3 +262,17 @@ def test_progress_without_a_terminal_prints_a_line_now_and_then():
     line = s.getvalue()
     assert line.startswith("search: 25/100 (25.0 %)") and line.endswith("s left\n") and "\r" not in line
     assert "30 s left" in line or "29 s left" in line or "31 s left" in line
+
+
+def test_lead_list_log_syncs_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
+    """A new output file's name is made durable in its folder; reopening an existing file does not need to."""
+    import ibin.leads
+
+    synced = []
+    monkeypatch.setattr(ibin.leads, "fsync_dir", lambda p: synced.append(p))
+    out = tmp_path / "sub" / "lists.jsonl"
+    out.parent.mkdir()
+    ibin.leads.LeadListLog(out, str(tmp_path / "db")).close()
+    assert out.exists() and synced == [out.parent.resolve()]
+    ibin.leads.LeadListLog(out, str(tmp_path / "db")).close()
+    assert synced == [out.parent.resolve()]

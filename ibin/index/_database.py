@@ -47,7 +47,7 @@ from ..errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
 from . import _audit
 from ._audit import AuditEntry
 from ._faults import point
-from ._fs import fsync_dir, write_all
+from .._fs import fsync_dir, write_all
 from ._reviews import Reviews
 from ._store import FeatureStore, RecordRef, encode_record
 from ._vectors import VectorIndex, sweep_temporaries

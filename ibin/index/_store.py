@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import DatabaseError
 from ._faults import point
-from ._fs import fsync_dir, write_all
+from .._fs import fsync_dir, write_all
 
 __all__ = ["FeatureStore", "RecordRef", "encode_record", "decode_record"]
 

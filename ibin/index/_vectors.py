@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._faults import point
-from ._fs import fsync_dir, write_all
+from .._fs import fsync_dir, write_all
 
 __all__ = ["VectorIndex", "faiss_version"]
 

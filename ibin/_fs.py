@@ -1,4 +1,4 @@
-"""Durable file writes shared by the catalog, the feature store and the index files."""
+"""Durable file writes shared by the catalog, the feature store, the index files and lead-list logs."""
 
 from __future__ import annotations
 
