@@ -66,6 +66,9 @@ def main(argv=None) -> dict:
 
     name, option = variant("polar_index", "--db", a.db, "planted-pop-db-100k")
     env = environment(f"python -m benchmarks.polar_index --work {a.work} --synthetic {a.synthetic}{option}")
+    if not (a.work / a.db).exists():
+        raise SystemExit(f"{a.work / a.db}: no planted database (make it with python -m benchmarks.planted "
+                         f"--work {a.work} --population pop-db-100k)")
     faiss.omp_set_num_threads(1)
     db = open_database(a.work / a.db, readonly=True)
     with open(SHARED / "cartridge" / "fadul" / "key.csv") as f:
