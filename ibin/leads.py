@@ -225,13 +225,12 @@ class LeadListLog:
         self.path = os.fspath(path)
         self.done: set[tuple[str, str]] = set()
         self.dropped_partial = False
+        created = False
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            raw = None
-        created = raw is None
-        raw = raw or b""
+            raw, created = b"", True
         lines = raw.split(b"\n")
         tail = lines.pop()  # what follows the last newline: b"" when the file ends with one
         for n, line in enumerate(lines, 1):
