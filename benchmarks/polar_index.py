@@ -77,9 +77,7 @@ def main(argv=None) -> dict:
     pol = next(s for s in spaces if "-polar/" in s)
     spec = next(s for s in spaces if s.startswith("cartridge/"))
     rowids, x, by_anchor = _polar_by_anchor(db, pol)
-    parts = np.empty(len(rowids), np.int64)
-    for part, (sel, *_rest) in by_anchor.items():
-        parts[sel] = part
+    _, parts, _ = db.space_matrix(pol)
     recs = {r.id: r for r in db.list(kind="cartridge")}
     rid = {i: r.rowid for i, r in recs.items()}
     n_exhibits = len(recs)
@@ -117,20 +115,25 @@ def main(argv=None) -> dict:
         s, _ = rotation_max(C, x, rows=rows)
         return rows, s
 
-    methods = {
-        "exact": lambda C, part, sel: exact_rows(C, sel),
-        "ibin two-pass": lambda C, part, sel: _two_pass(rotation_max_top, C, x, sel, by_anchor[part][1]),
-    }
+    def two_pass(C, part, sel):
+        idx, s = rotation_max_top(C, x, K, coarse=by_anchor[part][1], rows=sel)
+        return sel[idx], s
+
+    def graph(index, C, A, sel, params=None):
+        """Each of ``A`` rotations of the query searched, the union of the answers scored exactly."""
+        _, I = index.search(rotated(C, A), PER_ROTATION, params=params)
+        return exact_rows(C, sel[np.unique(I[I >= 0])])
+
+    methods = {"exact": lambda C, part, sel: exact_rows(C, sel), "ibin two-pass": two_pass}
     for A in (64, 128):
         for ef in (64, 128):
             methods[f"HNSW, {A} rotations, efSearch {ef}"] = (
-                lambda C, part, sel, A=A, ef=ef: _graph(hnsw[part], ef, rotated(C, A), sel, exact_rows, C))
-    methods["IVF-Flat, 64 rotations, a sixteenth of the lists"] = (
-        lambda C, part, sel: _graph(ivf[part], None, rotated(C, 64), sel, exact_rows, C))
+                lambda C, part, sel, A=A, ef=ef: graph(hnsw[part], C, A, sel, faiss.SearchParametersHNSW(efSearch=ef)))
+    methods["IVF-Flat, 64 rotations, a sixteenth of the lists"] = lambda C, part, sel: graph(ivf[part], C, 64, sel)
 
     def prefilter(scores, sel, C):
         keep = max(K, int(round(PREFILTER_SHARE * len(sel))))
-        top = np.sort(np.argpartition(-scores, min(keep, len(scores)) - 1)[:keep]) if keep < len(scores) else np.arange(len(sel))
+        top = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < len(scores) else np.arange(len(sel))
         return exact_rows(C, sel[top])
 
     def spectral_prefilter(C, part, sel, qrow):
@@ -220,23 +223,6 @@ def main(argv=None) -> dict:
           f"{K}th best", {k: round(v, 3) for k, v in result["exact_scores"][f"best_{K}th"].items()})
     print(f"wrote {out}")
     return result
-
-
-def _two_pass(rotation_max_top, C, x, sel, coarse):
-    idx, s = rotation_max_top(C, x, K, coarse=coarse, rows=sel)
-    return sel[idx], s
-
-
-def _graph(index, ef, Q, sel, exact_rows, C):
-    import faiss
-
-    if ef is not None:
-        params = faiss.SearchParametersHNSW(efSearch=ef)
-        _, I = index.search(Q, PER_ROTATION, params=params)
-    else:
-        _, I = index.search(Q, PER_ROTATION)
-    cand = np.unique(I[I >= 0])
-    return exact_rows(C, sel[cand])
 
 
 if __name__ == "__main__":
