@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import _workers
 from ._threads import limit_process, map_threads
 from .errors import DatabaseError, IbinError, ScanError
 from .leads import Lead, LeadList
@@ -82,7 +83,11 @@ class SearchParams:
         Metadata that candidates must match exactly (applied inside the
         index search).
     workers : int
-        Threads for the candidate search, the screen and the full comparisons.
+        Cores a search uses: threads for the candidate search; for the screen
+        and the full comparisons, worker processes kept for later searches of
+        the same database (threads on databases of fewer than
+        :data:`ibin._workers.MIN_EXHIBITS` exhibits, where starting them
+        costs more than they save; see :mod:`ibin._workers`).
     """
 
     top: int = 10
@@ -473,7 +478,49 @@ def _load_prepared(db, rec):
     return PreparedCartridge.from_arrays(arrays, attrs)
 
 
-def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", workers: int = 1,
+@dataclass
+class _Parallel:
+    """Where a lead list runs its screen and full comparisons.
+
+    ``pool`` (worker processes, see :mod:`ibin._workers`) when the search
+    has one, else ``workers`` threads; ``token`` names the query in the
+    workers for the whole lead list.
+    """
+
+    workers: int = 1
+    pool: object | None = None
+    token: str = ""
+
+    def map(self, fn: Callable, make_task: Callable, items: Sequence) -> list | None:
+        """``fn`` over ``items`` dealt into pool tasks (``make_task(part)``); None without a working pool."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is None or not items:
+            return None
+        parts = self.pool.split(items)
+        try:
+            return self.pool.join(self.pool.map(fn, [make_task(p) for p in parts]))
+        except BrokenProcessPool as e:
+            _workers.drop(self.pool, e)
+            self.pool = None
+            return None
+
+
+def _query_screen(query: _Prepared, shape: tuple[int, int]):
+    """The query side of the screen, for candidates up to ``shape`` (coarsest grid)."""
+    from .correlate import QueryScreen
+
+    return QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
+
+
+def _screen_item(qs, arrays: Mapping[str, np.ndarray], hints) -> float:
+    """Screen score of one candidate from its stored arrays."""
+    from .features import dequantize
+
+    return qs.score(dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"]), hints)[0]
+
+
+def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", par: _Parallel | None = None,
             more_hints: Mapping[int, float] | None = None) -> list:
     """The ``keep`` records with the best coarse areal correlation (all when there are few).
 
@@ -484,57 +531,62 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
     """
     if len(records) <= keep:
         return list(records)
-    from .correlate import QueryScreen
-    from .features import dequantize
-
+    par = par or _Parallel()
     hints: dict[int, list[float]] = {r: [h] for r, h in
                                      _polar_rotations(db, query.prep, kind, [rec.rowid for rec in records]).items()}
     for r, h in (more_hints or {}).items():
         hints.setdefault(r, []).append(h)
-    loaded = []
-    for rec in records:  # one database handle: read serially, score in parallel
-        arrays, _ = db.load(rec)
-        loaded.append((rec, dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"])))
-    shape = tuple(int(v) for v in np.max([c.shape for _, c, _ in loaded], axis=0))
-    qs = QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
-    scored = map_threads(lambda t: (qs.score(t[1], t[2], hints.get(t[0].rowid))[0], t[0]), loaded, workers)
-    scored.sort(key=lambda t: (-t[0], t[1].id))
-    return [rec for _, rec in scored[:keep]]
+    # views of the memory-mapped store: only the record headers are read here
+    stored = [db.load(rec)[0] for rec in records]
+    shape = tuple(int(v) for v in np.max([a["coarse_q"].shape for a in stored], axis=0))
+    items = [(rec, hints.get(rec.rowid)) for rec in records]
+    scores = par.map(_workers.screen_task, lambda part: (par.token, query.prep, shape, part), items)
+    if scores is None:
+        qs = _query_screen(query, shape)
+        scores = map_threads(lambda t: _screen_item(qs, t[0], t[1][1]), list(zip(stored, items)), par.workers)
+    ranked = sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))
+    return [rec for _, rec in ranked[:keep]]
+
+
+def _compare_one(query: _Prepared, cand: _Prepared):
+    """Full comparison of the query with one prepared candidate, or ``"failed: ..."``."""
+    from .correlate import compare_prepared
+
+    try:
+        return compare_prepared(query.prep, cand.prep, pyramids=(query.pyramid, cand.pyramid))
+    except (IbinError, ValueError) as e:
+        return f"failed: {e}"
 
 
 def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | None = None,
-            workers: int = 1) -> list[tuple[float, object, object]]:
+            par: _Parallel | None = None) -> list[tuple[float, object, object]]:
     """Full comparison of the query with each record; best first.
 
     ``cache`` keeps prepared exhibits and, for exhibits on file, pair
     comparisons: a batch compares each pair once (the comparison is
     symmetric; the reverse view is derived).
     """
-    from .correlate import compare_prepared
-
-    def one(rec):
-        try:
-            if query_rowid is not None:
-                hit = cache.pair(query_rowid, rec.rowid)
-                if hit is not None:
-                    # the stored view has the lower rowid as A; swapping needs A's scan centre
-                    if query_rowid < rec.rowid:
-                        return hit.score, rec, hit
-                    r = hit.swapped(prepared[rec.rowid].prep.scan_centre_um)
-                    return r.score, rec, r
-            cand = prepared[rec.rowid]
-            r = compare_prepared(query.prep, cand.prep, pyramids=(query.pyramid, cand.pyramid))
-            if query_rowid is not None:
-                cache.put_pair(query_rowid, rec.rowid,
-                               r if query_rowid < rec.rowid else r.swapped(query.prep.scan_centre_um))
-            return r.score, rec, r
-        except (IbinError, ValueError) as e:
-            return -math.inf, rec, f"failed: {e}"
-
-    prepared = cache.prepare_all(db, records, workers)
-    out = map_threads(one, list(records), workers)
-    out.sort(key=lambda t: (-t[0], t[1].id))
-    return out
+    par = par or _Parallel()
+    out, todo = [], []
+    for rec in records:
+        hit = cache.pair(query_rowid, rec.rowid) if query_rowid is not None else None
+        if hit is None:
+            todo.append(rec)
+        elif query_rowid < rec.rowid:  # the stored view has the lower rowid as A
+            out.append((rec, hit))
+        else:  # swapping needs A's scan centre
+            out.append((rec, hit.swapped(cache.prepared(db, rec).prep.scan_centre_um)))
+    done = par.map(_workers.compare_task, lambda part: (par.token, query.prep, part), todo)
+    if done is None:
+        prepared = cache.prepare_all(db, todo, par.workers)
+        done = map_threads(lambda rec: _compare_one(query, prepared[rec.rowid]), todo, par.workers)
+    for rec, r in zip(todo, done):
+        if query_rowid is not None and not isinstance(r, str):
+            cache.put_pair(query_rowid, rec.rowid, r if query_rowid < rec.rowid else r.swapped(query.prep.scan_centre_um))
+        out.append((rec, r))
+    ranked = [(-math.inf if isinstance(r, str) else r.score, rec, r) for rec, r in out]
+    ranked.sort(key=lambda t: (-t[0], t[1].id))
+    return ranked
 
 
 def _with_dispositions(db, query_id: str | None, leads: tuple[Lead, ...]) -> tuple[Lead, ...]:
@@ -724,17 +776,19 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
     # other processes meanwhile never make it inconsistent
     with db.snapshot():
         t1 = time.perf_counter()
+        on_file = db.count(kind=kind) if total is None else total
+        # worker processes (started now, if new, while the index is searched) or threads
+        par = _Parallel(params.workers, _workers.pool_for(db, params.workers, on_file), _workers.new_token())
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
         t2 = time.perf_counter()
-        verified = _screen(q, cands, db, params.n_verify, kind=kind, workers=params.workers)
+        verified = _screen(q, cands, db, params.n_verify, kind=kind, par=par)
         t3 = time.perf_counter()
-        ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, workers=params.workers)
+        ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, par=par)
         t4 = time.perf_counter()
         ranked = _expand(db, kind, q, params, cache, ranked, cands, query_rowid=query_rowid,
-                         exclude=(query_rowid, exclude_rowid))
+                         exclude=(query_rowid, exclude_rowid), par=par)
         t5 = time.perf_counter()
-        on_file = db.count(kind=kind) if total is None else total
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
     # the examiners' verdicts on these pairs, when the query is an exhibit on file
     leads = _with_dispositions(db, query_exhibit, leads)
@@ -761,7 +815,7 @@ EXPAND_LEADS = 2
 
 
 def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ranked: list, cands: list,
-            *, query_rowid: int | None, exclude: tuple) -> list:
+            *, query_rowid: int | None, exclude: tuple, par: _Parallel | None = None) -> list:
     """Query expansion: the candidates of identified leads join the screen and the full comparison.
 
     A lead with at least :data:`IDENTIFICATION_CMC` congruent cells came
@@ -795,8 +849,8 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
         extra += new
     if not extra:
         return ranked
-    screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, workers=params.workers, more_hints=hints)
-    more = _rerank(q, screened, db, cache, query_rowid=query_rowid, workers=params.workers)
+    screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, par=par, more_hints=hints)
+    more = _rerank(q, screened, db, cache, query_rowid=query_rowid, par=par)
     return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))
 
 

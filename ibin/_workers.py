@@ -1,0 +1,214 @@
+"""Worker processes that share one lead list's screen and full comparisons.
+
+A lead list spends most of its time in the coarse screen (a few hundred
+candidates) and the full comparisons (a few dozen pairs), each a long run of
+small NumPy, SciPy and OpenCV calls. Python threads take turns on one
+interpreter lock between those calls: on this project's 2-core machine two
+threads screened a lead list's candidates more slowly than one thread, and
+compared its pairs only 1.3x as fast (``benchmarks/results/workers.json``).
+Worker processes have no shared lock, so a search with ``workers`` above one
+hands both stages to a pool of processes.
+
+* The pool belongs to one database (its path and catalog id) and is kept
+  for the next searches: starting it costs a fraction of a second (imports),
+  paid once per process. A search on another database replaces it.
+* Each worker opens the database read-only and reads the records the search
+  sends (the feature store is append-only, so a record once written never
+  changes); it keeps the prepared exhibits it loaded, keyed by row id (never
+  reused in a database).
+* The query's prepared arrays travel with each task; a worker prepares the
+  query (pyramid, rotated screen spectra) once per search.
+* Workers never write. A pool that breaks (a worker killed) is dropped and
+  the search finishes in threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Pool", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task"]
+
+#: Below this many exhibits on file a search runs in threads: a lead list is
+#: then at most a few full comparisons, less than starting the processes costs.
+MIN_EXHIBITS = 1000
+#: Tasks per worker: small enough to balance uneven pairs, large enough that
+#: sending the query with each task stays cheap.
+TASKS_PER_WORKER = 4
+
+_lock = threading.Lock()
+_current: dict = {"key": None, "pool": None}
+
+
+class Pool:
+    """A pool of worker processes reading one database."""
+
+    def __init__(self, path: str, workers: int):
+        from multiprocessing import get_context
+
+        self.workers = int(workers)
+        self._ex = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                       initializer=_init, initargs=(path,))
+        # start every worker now (they import while the caller searches the index)
+        with _main_hidden():
+            for _ in range(self.workers):
+                self._ex.submit(_ready)
+
+    def map(self, fn: Callable, tasks: Sequence) -> list:
+        """``[fn(t) for t in tasks]`` in the workers, in order.
+
+        Raises ``concurrent.futures.process.BrokenProcessPool`` if a worker dies.
+        """
+        return list(self._ex.map(fn, tasks))
+
+    def split(self, items: Sequence) -> list[list]:
+        """``items`` dealt into up to ``TASKS_PER_WORKER`` tasks per worker (every n-th item, so each task gets a like mix)."""
+        n = max(1, min(len(items), TASKS_PER_WORKER * self.workers))
+        return [list(items[i::n]) for i in range(n)]
+
+    @staticmethod
+    def join(parts: list[list]) -> list:
+        """The inverse of :meth:`split`: results back in the order of the items."""
+        n = len(parts)
+        out: list = [None] * sum(len(p) for p in parts)
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """Workers started meanwhile do not import the caller's main module.
+
+    A spawned process imports the parent's ``__main__`` (by path or module
+    name) before it runs anything; a caller's script without the
+    ``if __name__ == "__main__":`` guard would then run again in every
+    worker, search included. The workers run only :mod:`ibin` code, so they
+    are started without it.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    for k in saved:
+        setattr(main, k, None) if k == "__spec__" else delattr(main, k)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
+def pool_for(db, workers: int, exhibits: int) -> Pool | None:
+    """The worker pool for searches of ``db``, or None where threads serve better.
+
+    None when ``workers`` is 1, when the search runs over fewer than
+    :data:`MIN_EXHIBITS` ``exhibits``, when it has no catalog id to tell it from
+    a database later made at the same path, or in a daemonic process (which
+    may not start children, e.g. a worker of a caller's own pool).
+    """
+    import multiprocessing
+
+    if workers < 2 or exhibits < MIN_EXHIBITS or getattr(db, "catalog_id", None) is None:
+        return None
+    if multiprocessing.current_process().daemon:
+        return None
+    key = (os.path.realpath(db.path), db.catalog_id, int(workers))
+    with _lock:
+        if _current["key"] != key:
+            if _current["pool"] is not None:
+                _current["pool"].close()
+            _current["key"], _current["pool"] = key, Pool(str(db.path), workers)
+        return _current["pool"]
+
+
+def drop(pool: Pool, error: BaseException) -> None:
+    """Forget a broken pool (the next search starts a new one)."""
+    log.warning("worker processes failed (%s); finishing the search in threads", error)
+    with _lock:
+        if _current["pool"] is pool:
+            _current["key"], _current["pool"] = None, None
+    pool.close()
+
+
+def shutdown() -> None:
+    """Stop the worker processes (they also stop when the process exits)."""
+    with _lock:
+        if _current["pool"] is not None:
+            _current["pool"].close()
+        _current["key"], _current["pool"] = None, None
+
+
+def new_token() -> str:
+    """Names one search's query in the workers."""
+    return uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------- worker side
+
+_W: dict = {}
+
+
+def _init(path: str) -> None:
+    """Worker start: one read-only database handle, native libraries kept to one thread, kernels loaded."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from . import engine
+    from ._threads import limit_process
+    from .correlate import compare_prepared, QueryScreen  # noqa: F401  (import cost paid at start)
+
+    limit_process()
+    _W["db"] = engine.open_database(path, readonly=True)
+    _W["cache"] = engine._Cache(max_items=500, max_pairs=1)
+    _W["queries"] = OrderedDict()
+
+
+def _ready(_=None) -> int:
+    """The worker's process id (a no-op task: the worker is up)."""
+    return os.getpid()
+
+
+def _query(token: str, prep):
+    """The search's query, prepared once per worker: ``(_Prepared, {screen shape: QueryScreen})``."""
+    from .engine import _Prepared
+
+    q = _W["queries"].get(token)
+    if q is None:
+        q = _W["queries"][token] = (_Prepared(prep), {})
+        while len(_W["queries"]) > 2:
+            _W["queries"].popitem(last=False)
+    return q
+
+
+def screen_task(task) -> list[float]:
+    """Screen scores of some candidates: ``(token, query prep, screen shape, [(record, hints)])``."""
+    from .engine import _query_screen, _screen_item
+
+    token, prep, shape, items = task
+    q, screens = _query(token, prep)
+    qs = screens.get(shape)
+    if qs is None:
+        qs = screens[shape] = _query_screen(q, shape)
+    db = _W["db"]
+    return [_screen_item(qs, db.load(rec)[0], hints) for rec, hints in items]
+
+
+def compare_task(task) -> list:
+    """Full comparisons of the query with some records: ``(token, query prep, [record])``."""
+    from .engine import _compare_one
+
+    token, prep, recs = task
+    q, _ = _query(token, prep)
+    db, cache = _W["db"], _W["cache"]
+    return [_compare_one(q, cache.prepared(db, rec)) for rec in recs]

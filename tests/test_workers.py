@@ -1,0 +1,118 @@
+"""A search's screen and full comparisons in worker processes give the lead list of one thread."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+
+import pytest
+
+from .conftest import shared_path
+
+
+@pytest.fixture
+def slides_db(tmp_path, monkeypatch):
+    """Fadul slides 1-3 (12 scans) on file; worker processes allowed on a database this small."""
+    from ibin import _workers, ingest, open_database
+
+    d = shared_path("cartridge", "fadul")
+    with open(d / "key.csv") as f:
+        files = sorted(r["file"] for r in csv.DictReader(f)
+                       if r["firearm"] in ("fadul-slide-1", "fadul-slide-2", "fadul-slide-3"))
+    db = open_database(tmp_path / "db", create=True)
+    assert ingest(db, [d / f for f in files]).added == 12
+    monkeypatch.setattr(_workers, "MIN_EXHIBITS", 0)
+    yield db
+    _workers.shutdown()
+    db.close()
+
+
+def _lists(db, workers: int) -> list:
+    from ibin import SearchParams, search_exhibits
+
+    # verify 3 of 11 candidates: the screen runs as well as the full comparisons
+    p = SearchParams(top=3, verify=3, workers=workers)
+    return [(ll.query_id, [(l.id, l.score, l.cmc, l.rotation_deg) for l in ll.leads])
+            for ll in search_exhibits(db, params=p)]
+
+
+@pytest.mark.realdata
+def test_worker_processes_give_the_lead_lists_of_one_thread(slides_db, monkeypatch):
+    import ibin.engine as engine
+    from ibin import _workers
+
+    alone = _lists(slides_db, 1)
+
+    def not_here(*a, **k):
+        raise AssertionError("compared in the calling process, not in a worker")
+
+    # the workers import their own engine: only a search that stays in this process would call these
+    monkeypatch.setattr(engine, "_compare_one", not_here)
+    monkeypatch.setattr(engine, "_screen_item", not_here)
+    pooled = _lists(slides_db, 2)
+    assert pooled == alone
+    pool = _workers._current["pool"]
+    assert pool is not None and len(pool._ex._processes) == 2
+    assert all(pid != os.getpid() for pid in pool._ex._processes)
+
+
+@pytest.mark.realdata
+def test_a_worker_that_dies_leaves_the_search_to_threads(slides_db, caplog):
+    from ibin import _workers
+
+    alone = _lists(slides_db, 1)
+    _lists(slides_db, 2)  # the pool is up
+    pool = _workers._current["pool"]
+    victim = next(iter(pool._ex._processes))
+    os.kill(victim, signal.SIGKILL)
+    with caplog.at_level(logging.WARNING, logger="ibin._workers"):
+        again = _lists(slides_db, 2)
+    assert again == alone
+    assert any("worker processes failed" in r.getMessage() for r in caplog.records)
+    assert _workers._current["pool"] is not pool  # dropped; a later search starts a new one
+
+
+def test_small_databases_and_one_worker_stay_in_threads(tmp_path):
+    from ibin import _workers, open_database
+
+    db = open_database(tmp_path / "db", create=True)
+    try:
+        assert _workers.pool_for(db, 1, 10**6) is None
+        assert _workers.pool_for(db, 2, _workers.MIN_EXHIBITS - 1) is None
+        assert _workers._current["pool"] is None
+    finally:
+        db.close()
+
+
+def test_split_and_join_are_inverse():
+    from ibin._workers import Pool
+
+    pool = Pool.__new__(Pool)
+    pool.workers = 2
+    for n in (1, 3, 8, 9, 37):
+        items = list(range(n))
+        parts = pool.split(items)
+        assert len(parts) == min(n, 8) and sorted(x for p in parts for x in p) == items
+        assert Pool.join([[x * 10 for x in p] for p in parts]) == [x * 10 for x in items]
+
+
+@pytest.mark.realdata
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(slides_db, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "lab_script.py"
+    script.write_text(
+        "import ibin, ibin._workers\n"
+        "ibin._workers.MIN_EXHIBITS = 0\n"
+        "print('script ran', flush=True)\n"
+        f"db = ibin.open_database({str(slides_db.path)!r}, readonly=True)\n"
+        "ll = next(iter(ibin.search_exhibits(db, ['Fadul_1-1'], params=ibin.SearchParams(top=3, verify=3))))\n"
+        "print(ll.leads[0].id, ibin._workers._current['pool'] is not None)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["script ran", "Fadul_1-2 True"], r.stdout
+    assert "worker processes failed" not in r.stderr and "bootstrapping" not in r.stderr, r.stderr
