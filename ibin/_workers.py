@@ -14,8 +14,8 @@ hands both stages to a pool of processes.
   paid once per process. A search on another database replaces it.
 * Each worker opens the database read-only and reads the records the search
   sends (the feature store is append-only, so a record once written never
-  changes); it keeps the prepared exhibits it loaded, keyed by row id (never
-  reused in a database).
+  changes); it keeps the candidates it prepared until the next search, as a
+  search in threads does.
 * The query's prepared arrays travel with each task; a worker prepares the
   query (pyramid, rotated screen spectra) once per search.
 * Workers never write. A pool that breaks (a worker killed) is dropped and
@@ -36,14 +36,19 @@ from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pool", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task"]
+__all__ = ["Pool", "PoolClosed", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task", "exit_with_parent"]
 
 #: Below this many exhibits on file a search runs in threads: a lead list is
 #: then at most a few full comparisons, less than starting the processes costs.
 MIN_EXHIBITS = 1000
-#: Tasks per worker: small enough to balance uneven pairs, large enough that
-#: sending the query with each task stays cheap.
+#: Screen tasks per worker: enough to balance uneven candidates, few enough
+#: that each worker prepares the query's screen once or twice. (A full
+#: comparison, tens of milliseconds, is a task of its own.)
 TASKS_PER_WORKER = 4
+
+class PoolClosed(Exception):
+    """The pool was closed (replaced by another database's) before a search could use it."""
+
 
 _lock = threading.Lock()
 _current: dict = {"key": None, "pool": None}
@@ -56,6 +61,7 @@ class Pool:
         from multiprocessing import get_context
 
         self.workers = int(workers)
+        self.closed = False
         self._ex = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                        initializer=_init, initargs=(path,))
         # start every worker now (they import while the caller searches the index)
@@ -66,13 +72,21 @@ class Pool:
     def map(self, fn: Callable, tasks: Sequence) -> list:
         """``[fn(t) for t in tasks]`` in the workers, in order.
 
-        Raises ``concurrent.futures.process.BrokenProcessPool`` if a worker dies.
+        Raises ``concurrent.futures.process.BrokenProcessPool`` if a worker
+        dies, :class:`PoolClosed` if the pool was closed before the tasks
+        were handed out.
         """
-        return list(self._ex.map(fn, tasks))
+        try:
+            futures = [self._ex.submit(fn, t) for t in tasks]
+        except RuntimeError as e:  # "cannot schedule new futures after shutdown"
+            if self.closed:
+                raise PoolClosed(str(e)) from None
+            raise
+        return [f.result() for f in futures]
 
-    def split(self, items: Sequence) -> list[list]:
-        """``items`` dealt into up to ``TASKS_PER_WORKER`` tasks per worker (every n-th item, so each task gets a like mix)."""
-        n = max(1, min(len(items), TASKS_PER_WORKER * self.workers))
+    def split(self, items: Sequence, tasks: int | None = None) -> list[list]:
+        """``items`` dealt into ``tasks`` tasks (default ``TASKS_PER_WORKER`` per worker), every n-th item to a task."""
+        n = max(1, min(len(items), tasks or TASKS_PER_WORKER * self.workers))
         return [list(items[i::n]) for i in range(n)]
 
     @staticmethod
@@ -85,6 +99,7 @@ class Pool:
         return out
 
     def close(self) -> None:
+        self.closed = True
         self._ex.shutdown(wait=False, cancel_futures=True)
 
 
@@ -125,7 +140,7 @@ def pool_for(db, workers: int, exhibits: int) -> Pool | None:
         return None
     key = (os.path.realpath(db.path), db.catalog_id, int(workers))
     with _lock:
-        if _current["key"] != key:
+        if _current["key"] != key or _current["pool"].closed:
             if _current["pool"] is not None:
                 _current["pool"].close()
             _current["key"], _current["pool"] = key, Pool(str(db.path), workers)
@@ -157,6 +172,7 @@ def new_token() -> str:
 # ---------------------------------------------------------------- worker side
 
 _W: dict = {}
+_CACHE_ITEMS = 500  # prepared candidates a worker keeps within one search
 
 
 def _init(path: str) -> None:
@@ -164,14 +180,37 @@ def _init(path: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    exit_with_parent()
     from . import engine
     from ._threads import limit_process
     from .correlate import compare_prepared, QueryScreen  # noqa: F401  (import cost paid at start)
 
     limit_process()
     _W["db"] = engine.open_database(path, readonly=True)
-    _W["cache"] = engine._Cache(max_items=500, max_pairs=1)
+    _W["cache"] = engine._Cache(max_items=_CACHE_ITEMS, max_pairs=1)
     _W["queries"] = OrderedDict()
+
+
+def exit_with_parent() -> None:
+    """End this worker process when the process that started it is gone.
+
+    A pool's workers wait for tasks on a queue whose write end they also
+    hold, so a parent killed outright (SIGKILL, a crash) would leave them
+    waiting for ever, holding the database open. A watcher thread waits on
+    the parent's sentinel and exits.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ibin-parent-watch", daemon=True).start()
 
 
 def _ready(_=None) -> int:
@@ -181,13 +220,16 @@ def _ready(_=None) -> int:
 
 def _query(token: str, prep):
     """The search's query, prepared once per worker: ``(_Prepared, {screen shape: QueryScreen})``."""
-    from .engine import _Prepared
+    from .engine import _Cache, _Prepared
 
     q = _W["queries"].get(token)
     if q is None:
         q = _W["queries"][token] = (_Prepared(prep), {})
         while len(_W["queries"]) > 2:
             _W["queries"].popitem(last=False)
+        # candidates prepared for earlier searches are dropped, as a search in threads starts afresh: a
+        # lead list's time does not depend on what was searched before
+        _W["cache"] = _Cache(max_items=_CACHE_ITEMS, max_pairs=1)
     return q
 
 

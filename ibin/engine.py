@@ -491,19 +491,22 @@ class _Parallel:
     pool: object | None = None
     token: str = ""
 
-    def map(self, fn: Callable, make_task: Callable, items: Sequence) -> list | None:
-        """``fn`` over ``items`` dealt into pool tasks (``make_task(part)``); None without a working pool."""
+    def map(self, fn: Callable, make_task: Callable, items: Sequence, tasks: int | None = None) -> list | None:
+        """``fn`` over ``items`` dealt into ``tasks`` pool tasks (``make_task(part)``); None without a working pool."""
+        from concurrent.futures import CancelledError
         from concurrent.futures.process import BrokenProcessPool
 
         if self.pool is None or not items:
             return None
-        parts = self.pool.split(items)
+        parts = self.pool.split(items, tasks)
         try:
             return self.pool.join(self.pool.map(fn, [make_task(p) for p in parts]))
-        except BrokenProcessPool as e:
+        except BrokenProcessPool as e:  # a worker died
             _workers.drop(self.pool, e)
-            self.pool = None
-            return None
+        except (CancelledError, _workers.PoolClosed):  # a search of another database replaced the pool meanwhile
+            pass
+        self.pool = None
+        return None
 
 
 def _query_screen(query: _Prepared, shape: tuple[int, int]):
@@ -576,7 +579,7 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
             out.append((rec, hit))
         else:  # swapping needs A's scan centre
             out.append((rec, hit.swapped(cache.prepared(db, rec).prep.scan_centre_um)))
-    done = par.map(_workers.compare_task, lambda part: (par.token, query.prep, part), todo)
+    done = par.map(_workers.compare_task, lambda part: (par.token, query.prep, part), todo, tasks=len(todo))
     if done is None:
         prepared = cache.prepare_all(db, todo, par.workers)
         done = map_threads(lambda rec: _compare_one(query, prepared[rec.rowid]), todo, par.workers)

@@ -116,3 +116,61 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(slides_db
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["script ran", "Fadul_1-2 True"], r.stdout
     assert "worker processes failed" not in r.stderr and "bootstrapping" not in r.stderr, r.stderr
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child its new parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A parent killed outright (SIGKILL) must not leave its workers holding the database for ever."""
+    import subprocess
+    import sys
+    import time
+
+    from ibin import open_database
+
+    open_database(tmp_path / "db", create=True).close()
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from ibin import _workers\n"
+        "if __name__ == '__main__':\n"
+        f"    pool = _workers.Pool({str(tmp_path / 'db')!r}, 2)\n"
+        "    print(*sorted(set(pool.map(_workers._ready, range(8)))), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    # stderr: the resource tracker reports the semaphores of the killed parent as it cleans them up
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as proc:
+        try:
+            pids = [int(p) for p in proc.stdout.readline().split()]
+            assert pids and all(_alive(p) for p in pids)
+        finally:
+            proc.kill()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.realdata
+def test_a_pool_closed_under_a_search_leaves_it_to_threads(slides_db, monkeypatch):
+    """A search of another database replaces the pool; a search still using the old one finishes in threads."""
+    from ibin import _workers
+
+    alone = _lists(slides_db, 1)
+    real = _workers.Pool.map
+
+    def closed_meanwhile(self, fn, tasks):
+        self.close()
+        return real(self, fn, tasks)
+
+    monkeypatch.setattr(_workers.Pool, "map", closed_meanwhile)
+    assert _lists(slides_db, 2) == alone
