@@ -5,13 +5,14 @@ as a new exhibit is) are made in turn with ``workers=1``, with two threads
 (the engine's behaviour before 2026-12-03) and with two worker processes
 (:mod:`ibin._workers`, the default since), alternating, on a planted
 database (``DIR/planted-db`` or ``--db NAME``, made by
-:mod:`benchmarks.planted`). Reported per stage: medians and p95 of each
+:mod:`benchmarks.planted`), for Fadul queries and a seeded sample of
+synthetic ones. Reported per stage: medians and p95 of each
 mode, their ratios, whether all three gave the same leads in the same
 order (scores may differ in the last digits between one worker and two:
 the native libraries run single-threaded under two workers), and what
 starting the worker processes costs.
 
-Run: ``python -m benchmarks.workers --work DIR [--db planted-db] [--queries 8] [--repeats 3]``
+Run: ``python -m benchmarks.workers --work DIR [--db planted-db] [--queries 8] [--synthetic 8] [--repeats 3]``
 """
 
 from __future__ import annotations
@@ -50,18 +51,24 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--db", default="planted-db", help="planted database under DIR")
-    ap.add_argument("--queries", type=int, default=8)
+    ap.add_argument("--queries", type=int, default=8, help="Fadul queries")
+    ap.add_argument("--synthetic", type=int, default=8, help="synthetic queries (their mate is on file)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
     from ibin import SearchParams, _workers, open_database, search_exhibits
 
     name, option = variant("workers", "--db", a.db, "planted-db")
-    env = environment(f"python -m benchmarks.workers --work {a.work} --queries {a.queries} --repeats {a.repeats}{option}")
+    env = environment(f"python -m benchmarks.workers --work {a.work} --queries {a.queries} --synthetic {a.synthetic} "
+                      f"--repeats {a.repeats}{option}")
     path = a.work / a.db
     if not path.exists():
         raise SystemExit(f"{path}: no planted database (make it with python -m benchmarks.planted)")
     db = open_database(path, readonly=True)
-    ids = sorted(r.id for r in db.list(kind="cartridge") if r.id.startswith("Fadul_"))[:: 40 // a.queries][: a.queries]
+    recs = db.list(kind="cartridge")
+    fadul = sorted(r.id for r in recs if r.id.startswith("Fadul_"))[:: max(1, 40 // a.queries)][: a.queries]
+    syn = [r.id for r in recs if r.id.startswith("syn-")]
+    syn = [syn[i] for i in np.random.default_rng(0).choice(len(syn), size=min(a.synthetic, len(syn)), replace=False)]
+    ids = fadul + syn
     # the pool's start: spawn, imports, database opened, in every worker
     t = time.perf_counter()
     pool = _workers.Pool(str(db.path), 2)
@@ -70,7 +77,8 @@ def main(argv=None) -> dict:
     pool.close()
 
     stages = ("candidates", "screen", "rerank", "expand", "total")
-    times: dict = {m: {s: [] for s in stages} for m in MODES}
+    sets = {"fadul": set(fadul), "synthetic": set(syn)}
+    times: dict = {m: {q: {s: [] for s in stages} for q in sets} for m in MODES}
     lists: dict = {m: [] for m in MODES}
     for rep in range(a.repeats + 1):  # the first round warms up (compilation, caches, the pool)
         for m in MODES:
@@ -81,14 +89,16 @@ def main(argv=None) -> dict:
                 lists[m] = [[(ld.id, ld.score) for ld in ll.leads] for ll in got]
                 continue
             for ll in got:
+                q = "fadul" if ll.query_id in sets["fadul"] else "synthetic"
                 for s in stages:
-                    times[m][s].append(ll.timing_ms[s])
+                    times[m][q][s].append(ll.timing_ms[s])
     _workers.shutdown()
-    out = {m: {s: quantiles(np.array(v)) for s, v in st.items()} for m, st in times.items()}
-    ratio = {f"{m} / one thread": {s: out[m][s]["p50"] / out["one thread"][s]["p50"] for s in stages}
-             for m in MODES[1:]}
-    ratio["two processes / two threads"] = {s: out["two processes"][s]["p50"] / out["two threads"][s]["p50"]
-                                            for s in stages}
+    out = {m: {q: {s: quantiles(np.array(v)) for s, v in st.items() if v} for q, st in by.items()}
+           for m, by in times.items()}
+    pairs = [(f"{m} / one thread", m, "one thread") for m in MODES[1:]]
+    pairs.append(("two processes / two threads", "two processes", "two threads"))
+    ratio = {name: {q: {s: out[x][q][s]["p50"] / out[y][q][s]["p50"] for s in out[x][q]} for q in out[x]}
+             for name, x, y in pairs}
     result = {
         "what": __doc__.split("\n\n")[0], "environment": env,
         "database": a.db, "exhibits_on_file": db.count(kind="cartridge"), "queries": ids,
@@ -101,10 +111,13 @@ def main(argv=None) -> dict:
     }
     db.close()
     write(name, result)
-    for m in MODES:
-        print(f"{m:14s} " + "  ".join(f"{s} {out[m][s]['p50']:.0f}" for s in stages) + " ms (p50)")
-    for k, v in ratio.items():
-        print(f"{k}: " + "  ".join(f"{s} {x:.2f}x" for s, x in v.items()))
+    for q in sets:
+        for m in MODES:
+            if q in out[m]:
+                print(f"{q:9s} {m:14s} " + "  ".join(f"{s} {v['p50']:.0f}" for s, v in out[m][q].items()) + " ms (p50)")
+        for k, v in ratio.items():
+            if q in v:
+                print(f"{q:9s} {k}: " + "  ".join(f"{s} {x:.2f}x" for s, x in v[q].items()))
     print(f"same leads in the same order: {result['same_leads_in_same_order']}; scores of processes = threads: "
           f"{result['two_processes_scores_equal_two_threads']}; largest score difference to one thread: "
           f"{result['max_score_difference_to_one_thread']:.1e}; pool start {start_ms:.0f} ms")
