@@ -4,8 +4,10 @@ A lead list spends most of its time in the coarse screen (a few hundred
 candidates) and the full comparisons (a few dozen pairs), each a long run of
 small NumPy, SciPy and OpenCV calls. Python threads take turns on one
 interpreter lock between those calls: on this project's 2-core machine two
-threads screened a lead list's candidates more slowly than one thread, and
-compared its pairs only 1.3x as fast (``benchmarks/results/workers.json``).
+threads screened a lead list's candidates 1.1-1.4x more slowly than one
+thread, and two processes made whole lead lists in 0.67x (Fadul queries) and
+0.84x (synthetic) the time of two threads, with the same leads
+(``benchmarks/results/workers_planted_pop_db_100k.json``).
 Worker processes have no shared lock, so a search with ``workers`` above one
 hands both stages to a pool of processes.
 
