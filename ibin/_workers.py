@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Pool", "PoolClosed", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task", "exit_with_parent"]
 
-#: Below this many exhibits on file a search runs in threads: a lead list is
-#: then at most a few full comparisons, less than starting the processes costs.
+#: Below this many exhibits on file a search runs in threads: on a small
+#: database (a demo, a test, a lab's first exhibits) one search saves less than
+#: starting the processes costs (~0.6 s of both cores, once per process).
 MIN_EXHIBITS = 1000
 #: Screen tasks per worker: enough to balance uneven candidates, few enough
 #: that each worker prepares the query's screen once or twice. (A full
