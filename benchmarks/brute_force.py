@@ -5,8 +5,11 @@ firearms x 2 through the real pipeline, :func:`benchmarks.population.build_datab
 For each query exhibit, in the same process: (a) ibin's default search
 (candidates, screen, full comparison, expansion) and (b) the full comparison
 (:func:`ibin.correlate.compare_prepared`) of the query with every other exhibit
-on file, in the same two threads. Reported: the time ratio, and whether both
-put the same exhibits in the top 10 and the true mates first.
+on file, on the same two cores: two worker processes that hold every exhibit
+prepared (ibin's search runs its screen and comparisons in two worker
+processes; until 2026-12-03 both sides ran in two threads). Reported: the
+time ratio, and whether both put the same exhibits in the top 10 and the
+true mates first.
 
 Run: ``python -m benchmarks.brute_force --work DIR [--queries 10]``
 """
@@ -20,12 +23,38 @@ single_thread()
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from multiprocessing import get_context  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from ._common import SHARED, environment, quantiles, write  # noqa: E402
+
+
+_BF: dict = {}
+
+
+def _bf_init(path: str) -> None:
+    """Brute-force worker: every exhibit on file prepared, with its pyramid (outside the timings)."""
+    from ibin import load_prepared, open_database
+    from ibin._threads import limit_process
+    from ibin.correlate import Pyramid
+
+    limit_process()
+    db = open_database(path, readonly=True)
+    for r in db.list(kind="cartridge"):
+        p = load_prepared(db, r.id)
+        _BF[r.id] = (p, Pyramid(p.surface, p.pixel_um))
+    db.close()
+
+
+def _bf_task(task) -> list[tuple[float, str]]:
+    from ibin.correlate import compare_prepared
+
+    q, others = task
+    (pq, yq) = _BF[q]
+    return [(compare_prepared(pq, _BF[o][0], pyramids=(yq, _BF[o][1])).score, o) for o in others]
 
 
 def main(argv=None) -> dict:
@@ -34,8 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--queries", type=int, default=10, help="queries: half Fadul, half synthetic")
     ap.add_argument("--firearms", type=int, default=480)
     a = ap.parse_args(argv)
-    from ibin import SearchParams, ingest, load_prepared, open_database, search_exhibits
-    from ibin.correlate import Pyramid, compare_prepared
+    from ibin import SearchParams, ingest, open_database, search_exhibits
 
     from .population import build_database
 
@@ -56,23 +84,22 @@ def main(argv=None) -> dict:
     syn = [r.id for r in recs if r.id.startswith("syn-")]
     queries = list(rng.choice(sorted(key), a.queries // 2, replace=False)) + \
         list(rng.choice(syn, a.queries - a.queries // 2, replace=False))
-    # everything on file prepared once, outside both timings (a long-running service has them loaded)
-    prepared = {r.id: load_prepared(db, r.id) for r in recs}
-    pyramids = {i: Pyramid(p.surface, p.pixel_um) for i, p in prepared.items()}
-    next(iter(search_exhibits(db, [queries[0]], params=params)))  # warm-up: indexes, Numba
+    # the brute force's workers prepare everything on file once, outside both timings (a long-running
+    # service has them loaded)
+    brute = ProcessPoolExecutor(params.workers, mp_context=get_context("spawn"), initializer=_bf_init,
+                                initargs=(str(path),))
+    list(brute.map(_bf_task, [(queries[0], [])] * params.workers))
+    next(iter(search_exhibits(db, [queries[0]], params=params)))  # warm-up: indexes, Numba, ibin's workers
     rows = []
     for q in queries:
         t = time.perf_counter()
         ll = next(iter(search_exhibits(db, [q], params=params)))
         t_ibin = time.perf_counter() - t
 
-        def one(other):
-            r = compare_prepared(prepared[q], prepared[other], pyramids=(pyramids[q], pyramids[other]))
-            return r.score, other
-
+        others = [r.id for r in recs if r.id != q]
         t = time.perf_counter()
-        with ThreadPoolExecutor(params.workers) as ex:
-            scored = sorted(ex.map(one, [r.id for r in recs if r.id != q]), key=lambda t: (-t[0], t[1]))
+        parts = brute.map(_bf_task, [(q, others[i::32]) for i in range(32)])
+        scored = sorted((s for part in parts for s in part), key=lambda t: (-t[0], t[1]))
         t_brute = time.perf_counter() - t
         top_i = [l.id for l in ll.leads[:10]]
         top_b = [i for _, i in scored[:10]]
@@ -84,6 +111,7 @@ def main(argv=None) -> dict:
         print(f"{q}: ibin {t_ibin:.2f} s, brute force {t_brute:.1f} s, top-10 overlap {rows[-1]['top10_overlap']}, "
               f"mates in top 10 {rows[-1]['mates_in_top10_ibin']}/{rows[-1]['mates_in_top10_brute']}", flush=True)
     n_on_file = len(recs)
+    brute.shutdown()
     db.close()
     result = {
         "what": __doc__.split("\n\n")[0], "environment": env, "exhibits_on_file": n_on_file,
