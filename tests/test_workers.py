@@ -174,3 +174,23 @@ def test_a_pool_closed_under_a_search_leaves_it_to_threads(slides_db, monkeypatc
 
     monkeypatch.setattr(_workers.Pool, "map", closed_meanwhile)
     assert _lists(slides_db, 2) == alone
+
+
+@pytest.mark.realdata
+def test_searches_from_several_threads_share_the_pool(slides_db):
+    """A service searching from several threads at once (each worker keeps two queries) gets every list right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ibin import SearchParams, open_database, search_exhibits
+
+    alone = dict(_lists(slides_db, 1))
+    p = SearchParams(top=3, verify=3, workers=2)
+
+    def one(i):
+        with open_database(slides_db.path, readonly=True) as db:  # a database handle per thread
+            ll = next(iter(search_exhibits(db, [i], params=p)))
+        return ll.query_id, [(l.id, l.score, l.cmc, l.rotation_deg) for l in ll.leads]
+
+    with ThreadPoolExecutor(3) as ex:
+        got = dict(ex.map(one, sorted(alone)))
+    assert got == alone
