@@ -38,7 +38,8 @@ from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pool", "PoolClosed", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task", "exit_with_parent"]
+__all__ = ["Pool", "PoolClosed", "pool_for", "drop", "shutdown", "new_token", "screen_task", "compare_task",
+           "exit_with_parent", "worker_database"]
 
 #: Below this many exhibits on file a search runs in threads: on a small
 #: database (a demo, a test, a lab's first exhibits) one search saves less than
@@ -178,20 +179,31 @@ _W: dict = {}
 _CACHE_ITEMS = 500  # prepared candidates a worker keeps within one search
 
 
-def _init(path: str) -> None:
-    """Worker start: one read-only database handle, native libraries kept to one thread, kernels loaded."""
+def worker_database(path: str):
+    """Start of any ibin worker process (a search's or a sweep's): its read-only database handle.
+
+    Ctrl-C is left to the parent, which stops the pool (the workers would
+    otherwise each print a traceback as they die); a parent killed outright
+    takes the worker with it (:func:`exit_with_parent`); the workers share
+    the cores, so each keeps its native libraries to one thread.
+    """
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    exit_with_parent()
-    from . import engine
     from ._threads import limit_process
-    from .correlate import compare_prepared, QueryScreen  # noqa: F401  (import cost paid at start)
+    from .engine import open_database
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     limit_process()
-    _W["db"] = engine.open_database(path, readonly=True)
-    _W["cache"] = engine._Cache(max_items=_CACHE_ITEMS, max_pairs=1)
-    _W["queries"] = OrderedDict()
+    return open_database(path, readonly=True)
+
+
+def _init(path: str) -> None:
+    """A search worker's start: the database, and the comparison code imported (its cost paid now)."""
+    from .correlate import compare_prepared, QueryScreen  # noqa: F401
+
+    _W["db"] = worker_database(path)
+    _W["queries"] = OrderedDict()  # the prepared candidates ("cache") come with each new query
 
 
 def exit_with_parent() -> None:

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import _workers
-from ._threads import limit_process, map_threads
+from ._threads import map_threads
 from .errors import DatabaseError, IbinError, ScanError
 from .leads import Lead, LeadList
 from .scan import Scan, load_scan
@@ -1002,17 +1002,8 @@ _SWEEP: dict = {}
 
 
 def _sweep_init(path: str) -> None:
-    """Worker of a parallel sweep: one read-only database handle and one cache for its lifetime.
-
-    The workers share the cores, so each keeps its native libraries to one thread.
-    Ctrl-C is left to the parent, which stops the pool (the workers would
-    otherwise each print a traceback as they die).
-    """
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_process()
-    _SWEEP["db"] = open_database(path, readonly=True)
+    """Worker of a parallel sweep: one read-only database handle (:func:`ibin._workers.worker_database`) and one cache for its lifetime."""
+    _SWEEP["db"] = _workers.worker_database(path)
     _SWEEP["cache"] = _Cache(max_items=500)
 
 
