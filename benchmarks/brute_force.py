@@ -37,12 +37,11 @@ _BF: dict = {}
 
 def _bf_init(path: str) -> None:
     """Brute-force worker: every exhibit on file prepared, with its pyramid (outside the timings)."""
-    from ibin import load_prepared, open_database
-    from ibin._threads import limit_process
+    from ibin import load_prepared
+    from ibin._workers import worker_database
     from ibin.correlate import Pyramid
 
-    limit_process()
-    db = open_database(path, readonly=True)
+    db = worker_database(path)  # as ibin's own workers start
     for r in db.list(kind="cartridge"):
         p = load_prepared(db, r.id)
         _BF[r.id] = (p, Pyramid(p.surface, p.pixel_um))
