@@ -82,18 +82,16 @@ class Universe:
         self.n += n
 
     def freeze(self):
-        from ibin.features._polar import COARSE_HARMONICS, coarse_columns
+        from ibin.features._polar import CoarseSignatures
 
         self.P = np.concatenate(self.polar_rows)
         self.PA = np.concatenate(self.polar_anchor)
         self.PO = np.concatenate(self.polar_owner)
         self.S = np.concatenate(self.spectral)
         self.F = np.concatenate(self.firearm)
-        self.C = np.ascontiguousarray(self.P[:, coarse_columns(8, 32, COARSE_HARMONICS)])
         self.by_anchor = {a: np.flatnonzero(self.PA == a) for a in np.unique(self.PA)}
-        # as the engine keeps them: the first harmonics of each anchor's signatures, contiguous
-        self.C_by_anchor = {a: np.ascontiguousarray(self.C[r]) for a, r in self.by_anchor.items()}
-        del self.C
+        # as the engine keeps them: the first harmonics of each anchor's signatures, in 8 bits
+        self.C_by_anchor = {a: CoarseSignatures.from_vectors(self.P, 8, 32, rows=r) for a, r in self.by_anchor.items()}
         # the spectral descriptors in the FAISS index the engine would use at this size
         from ibin.engine import spectral_index_factory
         from ibin.index import VectorIndex
@@ -346,17 +344,21 @@ def _first_pass_vs_dense(U: Universe, queries) -> dict:
 
     Baseline: the query's first harmonics rotated to each of the ``4 h``
     angles as a matrix, and one BLAS product of the stored coarse signatures
-    with it (what the search did before 2026-12-02). Same scores (to float32
-    rounding) is asserted; times are per anchor searched.
+    with it (what the search did before 2026-12-02), on the float32 values
+    the 8-bit codes stand for. Same scores (to float32 rounding) is
+    asserted; times are per anchor searched. Also reported: how far the
+    8-bit scores are from those of the float32 signatures
+    (``max_quantisation_deviation``, relative to the best score).
     """
-    from ibin.features._polar import _first_pass
+    from ibin.features._polar import _first_pass, coarse_columns
 
-    ours, base, dev = [], [], []
+    ours, base, dev, qdev = [], [], [], []
     for qp, qa, _ in queries:
         for name, q in zip(qa, qp):
-            C = U.C_by_anchor.get(ANCHOR[name])
-            if C is None:
+            coarse = U.C_by_anchor.get(ANCHOR[name])
+            if coarse is None:
                 continue
+            C = coarse.values()
             R = q.shape[0]
             h = C.shape[1] // (2 * R)
             t = time.perf_counter()
@@ -367,13 +369,18 @@ def _first_pass_vs_dense(U: Universe, queries) -> dict:
             dense = np.concatenate([(C[s:s + (1 << 15)] @ V).max(axis=1) for s in range(0, len(C), 1 << 15)])
             base.append(time.perf_counter() - t)
             t = time.perf_counter()
-            s = _first_pass(q, C, workers=1)
+            s = _first_pass(q, coarse, workers=1)
             ours.append(time.perf_counter() - t)
             dev.append(float(np.abs(s - dense).max() / np.abs(dense).max()))
+            rows = U.by_anchor[ANCHOR[name]]
+            for a in range(0, len(rows), 1 << 15):  # the float32 signatures the codes were made from
+                f = U.P[rows[a:a + (1 << 15)]][:, coarse_columns(R, 32, h)] @ V
+                qdev.append(float(np.abs(f.max(axis=1) - s[a:a + (1 << 15)]).max() / np.abs(dense).max()))
     assert max(dev) < 1e-4, "the first pass must score as the dense rotation search"
     return {"anchors_searched": len(ours), "rows_per_anchor": int(np.median([len(c) for c in U.C_by_anchor.values()])),
             "ibin_ms": quantiles(np.array(ours) * 1e3), "dense_rotations_ms": quantiles(np.array(base) * 1e3),
-            "speedup_median": float(np.median(np.array(base) / np.array(ours))), "max_relative_deviation": max(dev)}
+            "speedup_median": float(np.median(np.array(base) / np.array(ours))), "max_relative_deviation": max(dev),
+            "max_quantisation_deviation": max(qdev)}
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     from threadpoolctl import threadpool_info
 
-    from ibin.features._polar import COARSE_HARMONICS, PolarParams, _first_pass
+    from ibin.features._polar import COARSE_HARMONICS, CoarseSignatures, PolarParams, _first_pass
 
     cmd = f"python -m benchmarks.threads --repeats {a.repeats}" + (f" --work {a.work} --db {a.db} --queries {a.queries}" if a.work else "")
     env = environment(cmd)
@@ -80,8 +80,8 @@ def main(argv=None) -> dict:
     pp = PolarParams()
     rng = np.random.default_rng(0)
     n = 1_000_000
-    coarse = (rng.standard_normal((n, 2 * pp.rings_kept * COARSE_HARMONICS), dtype=np.float32)
-              / np.float32(np.sqrt(pp.dim)))
+    coarse = CoarseSignatures.from_coarse(rng.standard_normal((n, 2 * pp.rings_kept * COARSE_HARMONICS), dtype=np.float32)
+                                          / np.float32(np.sqrt(pp.dim)))
     q = ((rng.standard_normal((pp.rings_kept, pp.harmonics)) + 1j * rng.standard_normal((pp.rings_kept, pp.harmonics)))
          / np.sqrt(pp.dim)).astype(np.complex64)
     result = {"what": __doc__.split("\n\n")[0], "environment": env,

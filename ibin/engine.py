@@ -672,7 +672,7 @@ def search_plan(db) -> dict[str, str]:
             if largest <= EXACT_SIGNATURES:
                 plan[space] = f"every rotation, exact (up to {EXACT_SIGNATURES:,} signatures per anchor; largest {largest:,})"
             else:
-                plan[space] = (f"every rotation, two passes: {COARSE_HARMONICS} harmonics at {4 * COARSE_HARMONICS} "
+                plan[space] = (f"every rotation, two passes: {COARSE_HARMONICS} harmonics in 8 bits at {4 * COARSE_HARMONICS} "
                                f"rotations, then exact for the best (largest anchor {largest:,} signatures)")
         else:
             idx = db.index(space)
@@ -687,23 +687,23 @@ def _polar_by_anchor(db, space: str):
 
     Returns ``(rowids, vectors, by_anchor)``; ``by_anchor[part]`` is
     ``(positions, coarse, sorted_rowids, order)``: the anchor's rows in
-    ``vectors``, their first harmonics (contiguous, for the first pass of
-    :func:`~ibin.features.rotation_max_top`), and their exhibit rowids
+    ``vectors``, their first harmonics in 8 bits (the
+    :class:`~ibin.features._polar.CoarseSignatures` the first pass of
+    :func:`~ibin.features.rotation_max_top` reads), and their exhibit rowids
     sorted (``rowids[positions[order]]``) for lookups.
     """
-    from .features._polar import COARSE_HARMONICS, PolarParams, coarse_columns
+    from .features._polar import CoarseSignatures, PolarParams
 
     rowids, parts, x = db.space_matrix(space)
     key = ("polar-by-anchor", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
     by_anchor = db.derived.get(key)
     if by_anchor is None:
         pp = PolarParams()
-        cols = coarse_columns(pp.rings_kept, pp.harmonics, COARSE_HARMONICS)
         by_anchor = {}
         for part in np.unique(parts):
             sel = np.flatnonzero(parts == part)
             order = np.argsort(rowids[sel], kind="stable")
-            by_anchor[int(part)] = (sel, np.ascontiguousarray(x[sel][:, cols], dtype=np.float32),
+            by_anchor[int(part)] = (sel, CoarseSignatures.from_vectors(x, pp.rings_kept, pp.harmonics, rows=sel),
                                     rowids[sel][order], order)
         db.derived.clear()
         db.derived[key] = by_anchor

@@ -211,23 +211,58 @@ def test_threaded_rotation_search_equals_one_thread():
 
 
 def test_first_pass_is_the_rotation_maximum_on_the_first_harmonics():
-    """The first pass scores each signature by its best inner product with the query over 4 h rotations, h harmonics."""
-    from ibin.features._polar import _first_pass, coarse_columns, to_vector
+    """The first pass scores each 8-bit signature by its best inner product with the query over 4 h rotations, h harmonics."""
+    from ibin.features._polar import CoarseSignatures, _first_pass, coarse_columns, to_vector
 
     rng = np.random.default_rng(11)
-    R, M, h, n = 8, 32, 24, 3000
+    R, M, n = 8, 32, 3000
     D = (rng.standard_normal((n, R, M)) + 1j * rng.standard_normal((n, R, M))).astype(np.complex64)
     q = (rng.standard_normal((R, M)) + 1j * rng.standard_normal((R, M))).astype(np.complex64)
-    D[7] = q * np.exp(-1j * np.arange(1, M + 1) * np.deg2rad(45.0))  # the query turned by 45°, a grid angle
-    coarse = np.ascontiguousarray(to_vector(D)[:, coarse_columns(R, M, h)])
-    got = _first_pass(q, coarse, workers=2, chunk=1000)
-    alpha = np.arange(4 * h) * (2 * np.pi / (4 * h))
-    P = np.einsum("km,nkm->nm", q[:, :h].astype(np.complex128), np.conj(D[:, :, :h]))  # (n, h)
-    ref = (P @ np.exp(1j * np.outer(np.arange(1, h + 1), alpha))).real.max(axis=1)
-    assert np.allclose(got, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
-    assert got.argmax() == 7 and got[7] == pytest.approx((np.abs(q[:, :h]) ** 2).sum(), rel=1e-4)
+    D[7] = q * np.exp(-1j * np.arange(1, M + 1) * np.deg2rad(90.0))  # the query turned by 90°, a grid angle of both h
+    D[8] = q * np.exp(-1j * np.arange(1, M + 1) * np.deg2rad(180.0))  # half a turn: odd harmonics flip sign
+    for h in (24, 5):  # an odd number of harmonics: one more odd than even
+        exact = np.ascontiguousarray(to_vector(D)[:, coarse_columns(R, M, h)])
+        coarse = CoarseSignatures.from_vectors(to_vector(D), R, M, h)
+        assert coarse.codes.dtype == np.int8 and coarse.codes.shape == (n, 2 * R * h)
+        got = _first_pass(q, coarse, workers=2, chunk=1000)
+        alpha = np.arange(4 * h) * (2 * np.pi / (4 * h))
+
+        def rotation_maximum(stored):  # (n, 2 R h) coarse_columns layout -> best score over the 4 h angles
+            v = stored.reshape(n, h, 2, R)
+            Dh = (v[:, :, 0] + 1j * v[:, :, 1]).transpose(0, 2, 1)  # (n, R, h)
+            P = np.einsum("km,nkm->nm", q[:, :h].astype(np.complex128), np.conj(Dh))  # (n, h)
+            return (P @ np.exp(1j * np.outer(np.arange(1, h + 1), alpha))).real.max(axis=1)
+
+        # exactly the rotation maximum of the signatures the codes stand for ...
+        ref = rotation_maximum(coarse.values())
+        assert np.allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        # ... which are the float32 ones to within the 8-bit steps
+        assert np.abs(got - rotation_maximum(exact)).max() < 0.01 * np.abs(ref).max()
+        assert got.argmax() in (7, 8) and got[7] == pytest.approx((np.abs(q[:, :h]) ** 2).sum(), rel=0.01)
+        assert got[8] == pytest.approx(got[7], rel=0.01)
     with pytest.raises(ValueError, match="whole harmonics"):
-        _first_pass(q, coarse[:, :-1], workers=1)
+        _first_pass(q, CoarseSignatures(coarse.codes[:, :-1], coarse.scale), workers=1)
+    with pytest.raises(ValueError, match="int8"):
+        _first_pass(q, CoarseSignatures(coarse.codes.astype(np.int16), coarse.scale), workers=1)
+
+
+def test_coarse_signatures_keep_each_row_to_half_a_step():
+    """Rows are scaled to their own largest value (zero rows stay zero), and rows= picks rows without a full copy."""
+    from ibin.features._polar import CoarseSignatures, coarse_columns
+
+    rng = np.random.default_rng(13)
+    R, M = 8, 32
+    X = rng.standard_normal((50, 2 * R * M)).astype(np.float32) * np.logspace(-3, 2, 50, dtype=np.float32)[:, None]
+    X[3] = 0
+    c = CoarseSignatures.from_vectors(X, R, M, 24)
+    ref = X[:, coarse_columns(R, M, 24)]
+    step = np.abs(ref).max(axis=1) / 127
+    assert np.all(np.abs(c.values() - ref) <= 0.5 * step[:, None] * (1 + 1e-5))
+    assert not c.codes[3].any() and c.scale[3] == 0
+    rows = np.array([9, 2, 40])
+    sub = CoarseSignatures.from_vectors(X, R, M, 24, rows=rows)
+    assert np.array_equal(sub.codes, c.codes[rows]) and np.array_equal(sub.scale, c[rows].scale)
+    assert len(sub) == 3 and sub.nbytes == 3 * (2 * R * 24 + 4)
 
 
 def test_rotation_max_reads_vectors_in_place_and_matches_the_definition():

@@ -93,40 +93,57 @@ def dft_power(z, pixel_um, freqs):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def harmonic_products(x, w, out):  # pragma: no cover - compiled
-    """Per-harmonic inner products of stored polar signatures with a query.
+def harmonic_products_q(x, scale, w, out):  # pragma: no cover - compiled
+    """Per-harmonic inner products of 8-bit stored polar signatures with a query.
 
-    ``x`` (n, h * L) float32 holds, harmonic after harmonic, the ``L = 2 R``
-    real then imaginary parts of each stored signature's ``R`` ring
-    coefficients (:func:`ibin.features._polar.coarse_columns`); ``w`` (h, 2, L)
-    float32 the query's weights giving, for harmonic ``m``, the real
-    (``w[m, 0]``) and imaginary (``w[m, 1]``) part of ``sum_k q_km conj(d_km)``.
-    Writes ``out`` (n, 2 h): real parts of the ``h`` harmonics, then imaginary.
+    ``x`` (n, h * L) int8 and ``scale`` (n,) float32: stored signature ``i``
+    is ``x[i] * scale[i]``, holding harmonic after harmonic the ``L = 2 R``
+    real then imaginary parts of its ``R`` ring coefficients
+    (:func:`ibin.features._polar.coarse_columns`); ``w`` (h, 2, L) float32 the
+    query's weights giving, for harmonic ``m``, the real (``w[m, 0]``) and
+    imaginary (``w[m, 1]``) part of ``sum_k q_km conj(d_km)``. Writes
+    ``out`` (n, 2 h): the real then imaginary parts of the products of the
+    odd harmonics (1, 3, ...), then the real then imaginary parts of the
+    even ones (2, 4, ...).
     """
     n = x.shape[0]
     h = w.shape[0]
     L = w.shape[2]
+    no = (h + 1) // 2
+    ne = h // 2
     for i in range(n):
-        for m in range(h):
+        for m in range(h):  # harmonic m + 1
             o = m * L
             sr = np.float32(0.0)
             si = np.float32(0.0)
             for j in range(L):
-                v = x[i, o + j]
+                v = np.float32(x[i, o + j])
                 sr += v * w[m, 0, j]
                 si += v * w[m, 1, j]
-            out[i, m] = sr
-            out[i, h + m] = si
+            k = m // 2
+            if m % 2 == 0:  # odd harmonic
+                out[i, k] = sr * scale[i]
+                out[i, no + k] = si * scale[i]
+            else:
+                out[i, 2 * no + k] = sr * scale[i]
+                out[i, 2 * no + ne + k] = si * scale[i]
 
 
-@njit(cache=True, nogil=True)
-def row_max(s, out):  # pragma: no cover - compiled
-    """``out[i] = max(s[i, :])`` for a float32 matrix ``s`` (n, a)."""
-    for i in range(s.shape[0]):
-        best = s[i, 0]
-        for j in range(1, s.shape[1]):
-            if s[i, j] > best:
-                best = s[i, j]
+@njit(cache=True, nogil=True, fastmath=True)
+def row_max_half_turn(odd, even, out):  # pragma: no cover - compiled
+    """``out[i] = max_j(even[i, j] + |odd[i, j]|)`` for float32 matrices (n, a).
+
+    With ``odd`` and ``even`` the odd and even harmonics' parts of a
+    rotation score at angles ``alpha_j`` of a half turn, the score at
+    ``alpha_j`` is ``even + odd`` and at ``alpha_j + pi`` it is
+    ``even - odd``: this is the best over the whole turn.
+    """
+    for i in range(odd.shape[0]):
+        best = even[i, 0] + abs(odd[i, 0])
+        for j in range(1, odd.shape[1]):
+            v = even[i, j] + abs(odd[i, j])
+            if v > best:
+                best = v
         out[i] = best
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PolarParams", "polar_signature", "rotation_max", "rotation_max_top", "rotate_signature", "anchors_of"]
+__all__ = ["CoarseSignatures", "PolarParams", "polar_signature", "rotation_max", "rotation_max_top", "rotate_signature", "anchors_of"]
 
 
 @dataclass(frozen=True)
@@ -256,38 +256,123 @@ def coarse_columns(rings: int, harmonics: int, coarse_harmonics: int) -> np.ndar
     return np.array(cols, dtype=np.int64)
 
 
-def _first_pass(query: np.ndarray, coarse: np.ndarray, workers: int, chunk: int = 8192) -> np.ndarray:
-    """Best score of each coarse signature (:func:`coarse_columns` layout) over ``4 h`` rotations.
+@dataclass(frozen=True)
+class CoarseSignatures:
+    """The first harmonics of stored signatures in 8 bits: what the first pass of :func:`rotation_max_top` reads.
+
+    Signature ``i`` is ``codes[i] * scale[i]``, in the :func:`coarse_columns`
+    layout; each row is scaled to its largest magnitude (symmetric, 127
+    steps), so a coefficient is off by at most half a step, 0.4 % of the
+    row's largest. A quarter of the memory of float32, and a quarter of
+    the bytes the first pass streams through for every query: that pass
+    only chooses which signatures are scored exactly, on float32 vectors.
+
+    Attributes
+    ----------
+    codes : ndarray (n, 2 R h), int8
+    scale : ndarray (n,), float32
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, rings: int, harmonics: int, coarse_harmonics: int = 0, *,
+                     rows: np.ndarray | None = None) -> "CoarseSignatures":
+        """From signature vectors (:func:`to_vector`, ``(N, 2 rings harmonics)``), keeping the first ``coarse_harmonics``.
+
+        ``coarse_harmonics`` = 0 means :data:`COARSE_HARMONICS` (at most
+        ``harmonics``); ``rows`` takes only these rows, in this order.
+        Quantised in blocks of rows, so a large database is never copied
+        whole in float32.
+        """
+        v = np.asarray(vectors)
+        if v.ndim != 2 or v.shape[1] != 2 * rings * harmonics:
+            raise ValueError(f"signature vectors of shape {v.shape} are not {rings} rings x {harmonics} harmonics")
+        idx = np.arange(len(v)) if rows is None else np.asarray(rows, dtype=np.int64)
+        cols = coarse_columns(rings, harmonics, min(coarse_harmonics or COARSE_HARMONICS, harmonics))
+        codes = np.empty((len(idx), len(cols)), np.int8)
+        scale = np.empty(len(idx), np.float32)
+        step = 1 << 15
+        for s in range(0, len(idx), step):
+            codes[s : s + step], scale[s : s + step] = _quantise_rows(v[idx[s : s + step]][:, cols])
+        return cls(codes, scale)
+
+    @classmethod
+    def from_coarse(cls, coarse: np.ndarray) -> "CoarseSignatures":
+        """From float coarse signatures already in the :func:`coarse_columns` layout."""
+        return cls(*_quantise_rows(np.asarray(coarse, dtype=np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows) -> "CoarseSignatures":
+        return CoarseSignatures(self.codes[rows], self.scale[rows])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.scale.nbytes)
+
+    def values(self) -> np.ndarray:
+        """The signatures these codes stand for, as float32."""
+        return self.codes.astype(np.float32) * self.scale[:, None]
+
+
+def _quantise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim != 2:
+        raise ValueError(f"coarse signatures must be a matrix, not of shape {x.shape}")
+    top = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(len(x), np.float32)
+    scale = (top / 127.0).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        codes = np.where(scale[:, None] > 0, np.rint(x / scale[:, None]), 0)
+    return np.clip(codes, -127, 127).astype(np.int8), scale
+
+
+def _first_pass(query: np.ndarray, coarse: CoarseSignatures, workers: int, chunk: int = 8192) -> np.ndarray:
+    """Best score of each coarse signature over ``4 h`` rotations (``h`` harmonics).
 
     The score at rotation ``alpha`` is ``Re sum_m P_m exp(i m alpha)`` with
     ``P_m = sum_k q_km conj(d_km)`` (see :func:`rotation_max`): the ``h``
     products ``P_m`` per signature (``2 R`` multiply-adds each, a Numba
-    kernel), then one small matrix product onto the rotations and the row
-    maximum. Equal to the inner products of each signature with the query
-    rotated to every angle, for a twentieth of their arithmetic.
+    kernel reading the 8-bit codes), then the rotations. Turning by half a
+    turn keeps the even harmonics' part ``E`` and flips the odd ones' ``O``,
+    so two small matrix products give ``E`` and ``O`` at the ``2 h``
+    angles of a half turn and the best of the whole turn is
+    ``max(E + |O|)``. Equal (to float32 rounding) to the inner products of
+    each stored signature with the query rotated to every angle, for a
+    fortieth of their arithmetic.
     """
-    from ._kernels_nb import harmonic_products, row_max
+    from ._kernels_nb import harmonic_products_q, row_max_half_turn
 
     q = np.asarray(query, dtype=np.complex64)
     R = q.shape[0]
-    h = coarse.shape[1] // (2 * R)
-    if coarse.ndim != 2 or coarse.shape[1] != 2 * R * h or not 0 < h <= q.shape[1]:
-        raise ValueError(f"coarse signatures of shape {coarse.shape} do not hold whole harmonics of {R} rings")
-    coarse = np.ascontiguousarray(coarse, dtype=np.float32)  # what the kernel assumes (no copy when so already)
+    x = coarse.codes
+    h = x.shape[1] // (2 * R)
+    if x.ndim != 2 or x.shape[1] != 2 * R * h or not 0 < h <= q.shape[1]:
+        raise ValueError(f"coarse signatures of shape {x.shape} do not hold whole harmonics of {R} rings")
+    if x.dtype != np.int8 or coarse.scale.shape != (len(x),):
+        raise ValueError("coarse signatures must be int8 codes with one scale per row")
+    x = np.ascontiguousarray(x)  # what the kernel assumes (no copy when so already)
+    sc = np.ascontiguousarray(coarse.scale, dtype=np.float32)
     c, d = q[:, :h].real.T, q[:, :h].imag.T  # (h, R)
     w = np.empty((h, 2, 2 * R), np.float32)
     w[:, 0, :R], w[:, 0, R:] = c, d  # Re q conj(x) = c a + d b
     w[:, 1, :R], w[:, 1, R:] = d, -c  # Im q conj(x) = d a - c b
-    ang = np.arange(4 * h) * (2 * np.pi / (4 * h))
-    mh = np.outer(np.arange(1, h + 1), ang)
-    T = np.concatenate([np.cos(mh), -np.sin(mh)]).astype(np.float32)  # (2h, 4h)
-    n = coarse.shape[0]
+    ang = np.arange(2 * h) * (2 * np.pi / (4 * h))  # half a turn of the 4 h angles
+
+    def rotations(m: np.ndarray) -> np.ndarray:
+        mh = np.outer(m, ang)
+        return np.concatenate([np.cos(mh), -np.sin(mh)]).astype(np.float32)
+
+    no = (h + 1) // 2
+    T_odd, T_even = rotations(np.arange(1, h + 1, 2)), rotations(np.arange(2, h + 1, 2))
+    n = len(x)
     scores = np.empty(n, np.float32)
 
     def block(s: int, e: int) -> None:
         P = np.empty((e - s, 2 * h), np.float32)
-        harmonic_products(coarse[s:e], w, P)
-        row_max(P @ T, scores[s:e])
+        harmonic_products_q(x[s:e], sc[s:e], w, P)
+        row_max_half_turn(P[:, : 2 * no] @ T_odd, P[:, 2 * no :] @ T_even, scores[s:e])
 
     _chunked(block, n, chunk, workers)
     return scores
@@ -309,7 +394,8 @@ EXACT_SIGNATURES = 25_000
 SECOND_PASS_MIN = 10_000
 
 
-def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: np.ndarray | None = None,
+def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *,
+                     coarse: "CoarseSignatures | np.ndarray | None" = None,
                      coarse_harmonics: int = COARSE_HARMONICS, keep: int | None = None,
                      rows: np.ndarray | None = None,
                      exact_limit: int = EXACT_SIGNATURES, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -320,8 +406,9 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     exact for what they compute:
 
     1. every signature is scored on its first ``coarse_harmonics``
-       harmonics at ``4 * coarse_harmonics`` rotations (per-harmonic
-       products, then the rotations: :func:`_first_pass`);
+       harmonics, stored in 8 bits (:class:`CoarseSignatures`), at
+       ``4 * coarse_harmonics`` rotations (per-harmonic products, then the
+       rotations: :func:`_first_pass`);
     2. the best ``keep`` (default: the larger of ``10 k`` and
        :data:`SECOND_PASS_MIN`) are scored on all
        harmonics by :func:`rotation_max`.
@@ -332,8 +419,11 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
     stored : ndarray (n, 2 * rings * harmonics), float32
         Signatures as real vectors (:func:`to_vector`).
     k : int
-    coarse : ndarray (n, 2 * rings * coarse_harmonics), float32, optional
-        ``stored[:, coarse_columns(...)]``, when kept between searches.
+    coarse : CoarseSignatures, optional
+        ``CoarseSignatures.from_vectors(stored)`` (of ``stored[rows]`` with
+        ``rows``), when kept between searches; made here when not given. A
+        float array in the :func:`coarse_columns` layout is quantised here,
+        at each call.
     rows : ndarray (n,) int, optional
         Search only these rows of ``stored`` (``coarse`` then holds just
         their coarse columns, in this order); indices returned are into
@@ -357,10 +447,12 @@ def rotation_max_top(query: np.ndarray, stored: np.ndarray, k: int, *, coarse: n
         exact, _ = rotation_max(q, stored, rows=rows, workers=workers)
         order = np.argsort(-exact)[:k]
         return order.astype(np.int64), exact[order]
-    mc = min(coarse_harmonics, M)
     if coarse is None:
-        src = stored if rows is None else stored[rows]
-        coarse = np.ascontiguousarray(src[:, coarse_columns(R, M, mc)], dtype=np.float32)
+        coarse = CoarseSignatures.from_vectors(stored, R, M, coarse_harmonics, rows=rows)
+    elif not isinstance(coarse, CoarseSignatures):
+        coarse = CoarseSignatures.from_coarse(coarse)
+    if len(coarse) != n:
+        raise ValueError(f"{len(coarse)} coarse signatures for {n} stored ones")
     scores = _first_pass(q, coarse, workers)
     keep = min(n, keep or max(10 * k, SECOND_PASS_MIN))
     cand = np.sort(np.argpartition(-scores, keep - 1)[:keep]) if keep < n else np.arange(n)
