@@ -71,6 +71,27 @@ def variant(base: str, flag: str, value: str, default: str) -> tuple[str, str]:
     return f"{base}_{value.replace('-', '_')}", f" {flag} {value}"
 
 
+FADUL = SHARED / "cartridge" / "fadul"
+
+
+def fadul_key(directory: Path = FADUL) -> dict[str, str]:
+    """Firearm of each Fadul cartridge case, by exhibit id (file name without ``.x3p``), from ``key.csv``."""
+    import csv
+
+    with open(directory / "key.csv", newline="") as f:
+        return {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+
+
+def planted_database(work: Path, name: str) -> Path:
+    """``work / name``, a database made by :mod:`benchmarks.planted`; exits saying how to make it when missing."""
+    path = work / name
+    if not path.exists():
+        population = "pop-db" if name == "planted-db" else name.removeprefix("planted-")
+        raise SystemExit(f"{path}: no planted database (make it with python -m benchmarks.planted "
+                         f"--work {work} --population {population})")
+    return path
+
+
 def _default(o):
     import numpy as np
 

@@ -21,7 +21,6 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from multiprocessing import get_context  # noqa: E402
@@ -29,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import SHARED, environment, quantiles, write  # noqa: E402
+from ._common import SHARED, environment, fadul_key, quantiles, write  # noqa: E402
 
 
 _BF: dict = {}
@@ -70,8 +69,7 @@ def main(argv=None) -> dict:
     path = a.work / "bf-db"
     build_database(path, a.firearms, 2, first_firearm=40_000_000)
     d = SHARED / "cartridge" / "fadul"
-    with open(d / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    key = fadul_key(d)
     db = open_database(path)
     ingest(db, [d / f"{n}.x3p" for n in sorted(key)])
     recs = db.list(kind="cartridge")

@@ -30,12 +30,11 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import SHARED, environment, variant, write  # noqa: E402
+from ._common import environment, fadul_key, planted_database, variant, write  # noqa: E402
 
 ANGLES = 128
 TOLERANCE_STEPS = 1.5
@@ -55,13 +54,8 @@ def main(argv=None) -> dict:
 
     name, option = variant("canonical", "--db", a.db, "planted-pop-db-100k")
     env = environment(f"python -m benchmarks.canonical --work {a.work} --synthetic {a.synthetic}{option}")
-    path = a.work / a.db
-    if not path.exists():
-        raise SystemExit(f"{path}: no planted database (make it with python -m benchmarks.planted "
-                         f"--work {a.work} --population pop-db-100k)")
-    db = open_database(path, readonly=True)
-    with open(SHARED / "cartridge" / "fadul" / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    db = open_database(planted_database(a.work, a.db), readonly=True)
+    key = fadul_key()
     space = next(s for s in db.spaces() if "-polar/" in s)
     rowids, x, by_anchor = _polar_by_anchor(db, space)
     sel, _, sorted_ids, order = by_anchor[ANCHOR_PARTS["firing_pin"]]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import SHARED, auc, environment, eer, write
+from ._common import SHARED, auc, environment, eer, fadul_key, write
 
 
 def main(argv=None) -> dict:
@@ -30,8 +30,7 @@ def main(argv=None) -> dict:
     from ibin import SearchParams, ingest, open_database, search_exhibits
 
     d = args.shared / "cartridge" / "fadul"
-    with open(d / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    key = fadul_key(d)
     env = environment("python -m benchmarks.fadul_accuracy")
     with tempfile.TemporaryDirectory() as tmp:
         db = open_database(Path(tmp) / "db", create=True)

@@ -37,7 +37,6 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
@@ -45,7 +44,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import SHARED, environment, quantiles, variant, write  # noqa: E402
+from ._common import environment, fadul_key, planted_database, quantiles, variant, write  # noqa: E402
 
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
 
@@ -113,12 +112,8 @@ def main(argv=None) -> dict:
     name, option = variant("padded", "--db", a.db, "planted-pop-db-100k")
     env = environment(f"python -m benchmarks.padded --work {a.work} --rows {a.rows} --similarity {a.similarity} "
                       f"--synthetic {a.synthetic}{option}")
-    path = a.work / a.db
-    if not path.exists():
-        raise SystemExit(f"{path}: no planted database (make it with python -m benchmarks.planted "
-                         f"--work {a.work} --population pop-db-100k)")
-    with open(SHARED / "cartridge" / "fadul" / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    path = planted_database(a.work, a.db)
+    key = fadul_key()
     base = open_database(path, readonly=True)
     pad = open_database(path, readonly=True)
     space = next(s for s in base.spaces() if "-polar/" in s)

@@ -24,7 +24,6 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -32,7 +31,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import RESULTS, SHARED, environment, quantiles, variant, write  # noqa: E402
+from ._common import RESULTS, SHARED, environment, fadul_key, quantiles, variant, write  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -57,8 +56,7 @@ def main(argv=None) -> dict:
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
     d = SHARED / "cartridge" / "fadul"
-    with open(d / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    key = fadul_key(d)
     db = open_database(dst)
     t = time.perf_counter()
     rep = ingest(db, [d / f"{n}.x3p" for n in sorted(key)])

@@ -36,13 +36,12 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import SHARED, environment, quantiles, variant, write  # noqa: E402
+from ._common import environment, fadul_key, planted_database, quantiles, variant, write  # noqa: E402
 
 #: Polar candidates the engine hands on (``SearchParams().candidates``).
 K = 300
@@ -66,13 +65,10 @@ def main(argv=None) -> dict:
 
     name, option = variant("polar_index", "--db", a.db, "planted-pop-db-100k")
     env = environment(f"python -m benchmarks.polar_index --work {a.work} --synthetic {a.synthetic}{option}")
-    if not (a.work / a.db).exists():
-        raise SystemExit(f"{a.work / a.db}: no planted database (make it with python -m benchmarks.planted "
-                         f"--work {a.work} --population pop-db-100k)")
+    path = planted_database(a.work, a.db)
     faiss.omp_set_num_threads(1)
-    db = open_database(a.work / a.db, readonly=True)
-    with open(SHARED / "cartridge" / "fadul" / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    db = open_database(path, readonly=True)
+    key = fadul_key()
     spaces = db.spaces()
     pol = next(s for s in spaces if "-polar/" in s)
     spec = next(s for s in spaces if s.startswith("cartridge/"))

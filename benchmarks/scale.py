@@ -32,7 +32,6 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,7 +39,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import RESULTS, SHARED, environment, quantiles, write  # noqa: E402
+from ._common import RESULTS, SHARED, environment, fadul_key, quantiles, write  # noqa: E402
 
 ANCHOR = {"firing_pin": 0, "primer": 1, "centroid": 2}
 ANCHOR_NAME = {c: n for n, c in ANCHOR.items()}
@@ -51,8 +50,7 @@ def _fadul():
     from ibin.scan import load_scan
 
     d = SHARED / "cartridge" / "fadul"
-    with open(d / "key.csv") as f:
-        key = {r["file"][:-4]: r["firearm"] for r in csv.DictReader(f)}
+    key = fadul_key(d)
     prep = {n: prepare_cartridge(load_scan(d / f"{n}.x3p")) for n in sorted(key)}
     return key, prep
 

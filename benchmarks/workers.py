@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, quantiles, variant, write  # noqa: E402
+from ._common import environment, planted_database, quantiles, variant, write  # noqa: E402
 
 MODES = ("one thread", "two threads", "two processes")
 
@@ -60,10 +60,7 @@ def main(argv=None) -> dict:
     name, option = variant("workers", "--db", a.db, "planted-db")
     env = environment(f"python -m benchmarks.workers --work {a.work} --queries {a.queries} --synthetic {a.synthetic} "
                       f"--repeats {a.repeats}{option}")
-    path = a.work / a.db
-    if not path.exists():
-        raise SystemExit(f"{path}: no planted database (make it with python -m benchmarks.planted)")
-    db = open_database(path, readonly=True)
+    db = open_database(planted_database(a.work, a.db), readonly=True)
     recs = db.list(kind="cartridge")
     fadul = sorted(r.id for r in recs if r.id.startswith("Fadul_"))[:: max(1, 40 // a.queries)][: a.queries]
     syn = [r.id for r in recs if r.id.startswith("syn-")]
