@@ -784,6 +784,7 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         par = _Parallel(params.workers, _workers.pool_for(db, params.workers, on_file), _workers.new_token())
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
+        db.prefetch(cands)  # the screen and the workers then read them from memory, not one disk read at a time
         t2 = time.perf_counter()
         verified = _screen(q, cands, db, params.n_verify, kind=kind, par=par)
         t3 = time.perf_counter()
@@ -852,6 +853,7 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
         extra += new
     if not extra:
         return ranked
+    db.prefetch(extra)
     screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, par=par, more_hints=hints)
     more = _rerank(q, screened, db, cache, query_rowid=query_rowid, par=par)
     return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))

@@ -57,6 +57,38 @@ def test_database_add_get_dedup(tmp_path):
         assert db2.count() == 2 and db2.get("ex2").metadata == {"caliber": ".45"}
 
 
+def test_prefetch_pages_cover_each_record_once():
+    """Ranges start on a page, cover every record, and merge where records share or touch pages."""
+    from ibin.index._store import RecordRef, page_ranges
+
+    refs = [RecordRef(1, 5000, 100, ""), RecordRef(1, 100, 50, ""), RecordRef(1, 4096 * 3 + 10, 4096, ""),
+            RecordRef(2, 8192, 1, ""), RecordRef(1, 5100, 3000, "")]
+    got = page_ranges(refs, 4096)
+    assert got == {1: [(0, 150), (4096, 8100 - 4096), (12288, 4096 * 4 + 10 - 12288)], 2: [(8192, 1)]}
+    for r in refs:  # every byte of every record is inside one range
+        assert any(s <= r.offset and r.offset + r.length <= s + n for s, n in got[r.segment])
+        assert all(s % 4096 == 0 for s, _ in got[r.segment])
+
+
+def test_prefetch_advises_the_records_and_changes_nothing(tmp_path, monkeypatch):
+    """Prefetching asks for the records' pages (nothing when switched off) and reads return the same arrays."""
+    import mmap
+
+    import ibin.index._store as store
+
+    db = Database.create(tmp_path / "db")
+    for i in range(1, 6):
+        db.add(_ex(i))
+    recs = db.list()
+    before = [db.load(r)[0]["a"].copy() for r in recs]
+    if hasattr(mmap, "MADV_WILLNEED"):
+        assert db.prefetch(recs) >= sum(r.ref.length for r in recs)
+    monkeypatch.setattr(store, "PREFETCH", False)
+    assert db.prefetch(recs) == 0
+    assert all(np.array_equal(db.load(r)[0]["a"], b) for r, b in zip(recs, before))
+    db.close()
+
+
 def test_metadata_must_be_text(tmp_path):
     db = Database.create(tmp_path / "db")
     bad = _ex(1, meta={"caliber": 9})

@@ -37,7 +37,7 @@ from ..errors import DatabaseError
 from ._faults import point
 from .._fs import fsync_dir, write_all
 
-__all__ = ["FeatureStore", "RecordRef", "encode_record", "decode_record"]
+__all__ = ["FeatureStore", "RecordRef", "encode_record", "decode_record", "page_ranges"]
 
 MAGIC = b"IBF1"
 ALIGN = 64
@@ -128,6 +128,29 @@ def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray],
     return arrays, attrs
 
 
+#: Whether :meth:`FeatureStore.prefetch` advises the kernel (switched off only
+#: to measure what it saves: ``benchmarks/cold.py``).
+PREFETCH = True
+
+
+def page_ranges(refs, page: int) -> dict[int, list[tuple[int, int]]]:
+    """Page-aligned ``(start, length)`` byte ranges covering the records, per segment, sorted, overlaps and neighbours merged."""
+    by_seg: dict[int, list[tuple[int, int]]] = {}
+    for r in refs:
+        start = r.offset - r.offset % page
+        by_seg.setdefault(r.segment, []).append((start, r.offset + r.length))
+    out: dict[int, list[tuple[int, int]]] = {}
+    for seg, spans in by_seg.items():
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        out[seg] = [(a, b - a) for a, b in merged]
+    return out
+
+
 class FeatureStore:
     """Append-only segment files under ``root`` (the database's ``store/``).
 
@@ -214,6 +237,29 @@ class FeatureStore:
         if verify and hashlib.sha256(buf).hexdigest() != ref.sha256:
             raise DatabaseError(f"{where}: feature record damaged (SHA-256 mismatch)")
         return decode_record(buf, where=where)
+
+    def prefetch(self, refs) -> int:
+        """Ask the operating system to read these records in now, all at once; returns the bytes asked for.
+
+        Advisory (``madvise(MADV_WILLNEED)`` on the records' pages, adjacent
+        ranges merged): the kernel queues every read together instead of the
+        one-at-a-time page faults of reading the records in turn, which on a
+        store larger than the page cache cost a disk round trip each. Does
+        nothing where the platform has no ``madvise``; a segment that cannot
+        be mapped is reported as :meth:`read` would report it.
+        """
+        if not PREFETCH or not hasattr(mmap, "MADV_WILLNEED"):
+            return 0
+        asked = 0
+        for seg, ranges in page_ranges(refs, mmap.PAGESIZE).items():
+            m = self._map(seg, max(start + length for start, length in ranges))
+            for start, length in ranges:
+                try:
+                    m.madvise(mmap.MADV_WILLNEED, start, length)
+                except (OSError, ValueError):  # advice refused: the reads will fault the pages in as before
+                    return asked
+                asked += length
+        return asked
 
     def read_bytes(self, ref: RecordRef) -> bytes:
         m = self._map(ref.segment, ref.offset + ref.length)
