@@ -1233,7 +1233,9 @@ def _bullet_candidates(db, q: _BulletEntry, params: SearchParams, exclude_rowid:
         if len(ids) >= k:
             break
     recs = db.get_rowids(ids)
-    return [recs[i] for i in ids if i in recs and recs[i].kind == "bullet"]
+    out = [recs[i] for i in ids if i in recs and recs[i].kind == "bullet"]
+    db.prefetch(out)  # all compared in full next: their records read in at once
+    return out
 
 
 def _bullet_rerank(q: _BulletEntry, records, db, cache: dict | None = None):
