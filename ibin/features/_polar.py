@@ -340,7 +340,8 @@ def _first_pass(query: np.ndarray, coarse: CoarseSignatures, workers: int, chunk
     angles of a half turn and the best of the whole turn is
     ``max(E + |O|)``. Equal (to float32 rounding) to the inner products of
     each stored signature with the query rotated to every angle, for a
-    fortieth of their arithmetic.
+    twelfth of their multiply-adds (3,072 against 36,864 per signature at 8
+    rings and 24 harmonics).
     """
     from ._kernels_nb import harmonic_products_q, row_max_half_turn
 
