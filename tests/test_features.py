@@ -263,6 +263,11 @@ def test_coarse_signatures_keep_each_row_to_half_a_step():
     sub = CoarseSignatures.from_vectors(X, R, M, 24, rows=rows)
     assert np.array_equal(sub.codes, c.codes[rows]) and np.array_equal(sub.scale, c[rows].scale)
     assert len(sub) == 3 and sub.nbytes == 3 * (2 * R * 24 + 4)
+    # the kernel that reads the vectors in place gives the codes of the plain quantisation
+    plain = CoarseSignatures.from_coarse(ref)
+    assert np.array_equal(plain.codes, c.codes) and np.array_equal(plain.scale, c.scale)
+    with pytest.raises(IndexError):
+        CoarseSignatures.from_vectors(X, R, M, 24, rows=np.array([50]))
 
 
 def test_rotation_max_reads_vectors_in_place_and_matches_the_definition():

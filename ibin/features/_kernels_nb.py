@@ -129,6 +129,33 @@ def harmonic_products_q(x, scale, w, out):  # pragma: no cover - compiled
                 out[i, 2 * no + ne + k] = si * scale[i]
 
 
+@njit(cache=True, nogil=True)
+def quantise_rows(x, rows, cols, codes, scale):  # pragma: no cover - compiled
+    """8-bit codes of chosen rows and columns of a float32 matrix, one symmetric scale per row.
+
+    Row ``i`` of the output is ``x[rows[i], cols]``: ``scale[i]`` is its
+    largest magnitude over 127 (0 for a zero row, whose codes are 0) and
+    ``codes[i]`` the values over the scale rounded half to even, in
+    [-127, 127].
+    """
+    m = cols.shape[0]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        top = np.float32(0.0)
+        for j in range(m):
+            v = abs(x[r, cols[j]])
+            if v > top:
+                top = v
+        s = top / np.float32(127.0)
+        scale[i] = s
+        for j in range(m):
+            if s > 0:
+                q = np.rint(x[r, cols[j]] / s)
+                codes[i, j] = np.int8(min(max(q, -127.0), 127.0))
+            else:
+                codes[i, j] = 0
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def row_max_half_turn(odd, even, out):  # pragma: no cover - compiled
     """``out[i] = max_j(even[i, j] + |odd[i, j]|)`` for float32 matrices (n, a).

@@ -282,20 +282,22 @@ class CoarseSignatures:
         """From signature vectors (:func:`to_vector`, ``(N, 2 rings harmonics)``), keeping the first ``coarse_harmonics``.
 
         ``coarse_harmonics`` = 0 means :data:`COARSE_HARMONICS` (at most
-        ``harmonics``); ``rows`` takes only these rows, in this order.
-        Quantised in blocks of rows, so a large database is never copied
-        whole in float32.
+        ``harmonics``); ``rows`` takes only these rows, in this order. Read
+        in place by a Numba kernel (the same codes as :meth:`from_coarse`),
+        so a large database is never copied in float32.
         """
-        v = np.asarray(vectors)
+        from ._kernels_nb import quantise_rows
+
+        v = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy when so already (the database's matrix)
         if v.ndim != 2 or v.shape[1] != 2 * rings * harmonics:
             raise ValueError(f"signature vectors of shape {v.shape} are not {rings} rings x {harmonics} harmonics")
-        idx = np.arange(len(v)) if rows is None else np.asarray(rows, dtype=np.int64)
+        idx = np.arange(len(v), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(v)):
+            raise IndexError("rows out of range of the signature vectors")
         cols = coarse_columns(rings, harmonics, min(coarse_harmonics or COARSE_HARMONICS, harmonics))
         codes = np.empty((len(idx), len(cols)), np.int8)
         scale = np.empty(len(idx), np.float32)
-        step = 1 << 15
-        for s in range(0, len(idx), step):
-            codes[s : s + step], scale[s : s + step] = _quantise_rows(v[idx[s : s + step]][:, cols])
+        quantise_rows(v, idx, cols, codes, scale)
         return cls(codes, scale)
 
     @classmethod
