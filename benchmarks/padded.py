@@ -19,6 +19,10 @@ made by the real pipeline) twice per query, alternating in one process:
   them, and the ~300 candidates handed on are real exhibits with their
   stored surfaces, screened and compared in full as in any search.
 
+Reported per stage: medians and p95 of both, their ratio, and the CPU time of
+each lead list (this process and its worker processes, from ``/proc``), which
+bounds the wall time on two cores whatever the machine's load.
+
 Left unmeasured: the spectral descriptors (100,040 in their IVF index;
 ``scale.json`` times the candidate stage with 1M of them), the catalog's
 SQL at 1M rows, and reading the surfaces of a ~90 GB store that would not
