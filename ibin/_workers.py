@@ -50,6 +50,7 @@ MIN_EXHIBITS = 1000
 #: comparison, tens of milliseconds, is a task of its own.)
 TASKS_PER_WORKER = 4
 
+
 class PoolClosed(Exception):
     """The pool was closed (replaced by another database's) before a search could use it."""
 

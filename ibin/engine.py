@@ -532,6 +532,8 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
     ``more_hints`` gives for it (degrees, candidate onto query), and at its
     strongest spectral hypothesis (:class:`ibin.correlate.QueryScreen`).
     """
+    # all read next (headers here, arrays in the workers, the kept ones in full): asked of the disk at once
+    db.prefetch(records)
     if len(records) <= keep:
         return list(records)
     par = par or _Parallel()
@@ -784,7 +786,6 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         par = _Parallel(params.workers, _workers.pool_for(db, params.workers, on_file), _workers.new_token())
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
-        db.prefetch(cands)  # the screen and the workers then read them from memory, not one disk read at a time
         t2 = time.perf_counter()
         verified = _screen(q, cands, db, params.n_verify, kind=kind, par=par)
         t3 = time.perf_counter()
@@ -853,7 +854,6 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
         extra += new
     if not extra:
         return ranked
-    db.prefetch(extra)
     screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, par=par, more_hints=hints)
     more = _rerank(q, screened, db, cache, query_rowid=query_rowid, par=par)
     return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))
@@ -1233,14 +1233,13 @@ def _bullet_candidates(db, q: _BulletEntry, params: SearchParams, exclude_rowid:
         if len(ids) >= k:
             break
     recs = db.get_rowids(ids)
-    out = [recs[i] for i in ids if i in recs and recs[i].kind == "bullet"]
-    db.prefetch(out)  # all compared in full next: their records read in at once
-    return out
+    return [recs[i] for i in ids if i in recs and recs[i].kind == "bullet"]
 
 
 def _bullet_rerank(q: _BulletEntry, records, db, cache: dict | None = None):
     from .correlate import compare_bullets
 
+    db.prefetch([rec for rec in records if cache is None or rec.rowid not in cache])  # read next, one by one
     out = []
     for rec in records:
         try:
