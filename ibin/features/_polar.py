@@ -283,27 +283,34 @@ class CoarseSignatures:
 
         ``coarse_harmonics`` = 0 means :data:`COARSE_HARMONICS` (at most
         ``harmonics``); ``rows`` takes only these rows, in this order. Read
-        in place by a Numba kernel (the same codes as :meth:`from_coarse`),
-        so a large database is never copied in float32.
+        in place, so a large database is never copied in float32.
         """
-        from ._kernels_nb import quantise_rows
-
         v = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy when so already (the database's matrix)
         if v.ndim != 2 or v.shape[1] != 2 * rings * harmonics:
             raise ValueError(f"signature vectors of shape {v.shape} are not {rings} rings x {harmonics} harmonics")
-        idx = np.arange(len(v), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(v)):
-            raise IndexError("rows out of range of the signature vectors")
         cols = coarse_columns(rings, harmonics, min(coarse_harmonics or COARSE_HARMONICS, harmonics))
-        codes = np.empty((len(idx), len(cols)), np.int8)
-        scale = np.empty(len(idx), np.float32)
-        quantise_rows(v, idx, cols, codes, scale)
-        return cls(codes, scale)
+        return cls._quantised(v, rows, cols)
 
     @classmethod
     def from_coarse(cls, coarse: np.ndarray) -> "CoarseSignatures":
         """From float coarse signatures already in the :func:`coarse_columns` layout."""
-        return cls(*_quantise_rows(np.asarray(coarse, dtype=np.float32)))
+        x = np.ascontiguousarray(coarse, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"coarse signatures must be a matrix, not of shape {x.shape}")
+        return cls._quantised(x, None, np.arange(x.shape[1], dtype=np.int64))
+
+    @classmethod
+    def _quantised(cls, x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> "CoarseSignatures":
+        """``x[rows][:, cols]`` (all rows by default) in 8 bits, one symmetric scale per row, by a Numba kernel."""
+        from ._kernels_nb import quantise_rows
+
+        idx = np.arange(len(x), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+            raise IndexError("rows out of range of the signature vectors")
+        codes = np.empty((len(idx), len(cols)), np.int8)
+        scale = np.empty(len(idx), np.float32)
+        quantise_rows(x, idx, np.ascontiguousarray(cols, dtype=np.int64), codes, scale)
+        return cls(codes, scale)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -318,16 +325,6 @@ class CoarseSignatures:
     def values(self) -> np.ndarray:
         """The signatures these codes stand for, as float32."""
         return self.codes.astype(np.float32) * self.scale[:, None]
-
-
-def _quantise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if x.ndim != 2:
-        raise ValueError(f"coarse signatures must be a matrix, not of shape {x.shape}")
-    top = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(len(x), np.float32)
-    scale = (top / 127.0).astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        codes = np.where(scale[:, None] > 0, np.rint(x / scale[:, None]), 0)
-    return np.clip(codes, -127, 127).astype(np.int8), scale
 
 
 def _first_pass(query: np.ndarray, coarse: CoarseSignatures, workers: int, chunk: int = 8192) -> np.ndarray:
