@@ -92,6 +92,16 @@ def planted_database(work: Path, name: str) -> Path:
     return path
 
 
+def planted_queries(recs, fadul: int, synthetic: int, seed: int) -> tuple[list[str], list[str]]:
+    """Queries of a planted database: every (40 // ``fadul``)-th Fadul exhibit (at most ``fadul``) and a seeded sample of ``synthetic`` synthetic ones."""
+    import numpy as np
+
+    fa = sorted(r.id for r in recs if r.id.startswith("Fadul_"))[:: max(1, 40 // max(1, fadul))][:fadul]
+    syn = [r.id for r in recs if r.id.startswith("syn-")]
+    pick = np.random.default_rng(seed).choice(len(syn), size=min(synthetic, len(syn)), replace=False)
+    return fa, [syn[i] for i in pick]
+
+
 def _default(o):
     import numpy as np
 

@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, planted_database, quantiles, variant, write  # noqa: E402
+from ._common import environment, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
 
 MODES = ("warm", "cold, prefetch", "cold, one by one")
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
@@ -89,10 +89,8 @@ def main(argv=None) -> dict:
     db = open_database(planted_database(a.work, a.db), readonly=True)
     recs = db.list(kind="cartridge")
     on_file = len(recs)
-    fadul = sorted(r.id for r in recs if r.id.startswith("Fadul_"))[:: max(1, 40 // a.queries)][: a.queries]
-    syn = [r.id for r in recs if r.id.startswith("syn-")]
-    pick = np.random.default_rng(3).choice(len(syn), size=min(a.synthetic + 1, len(syn)), replace=False)
-    warm_up, syn = syn[pick[0]], [syn[i] for i in pick[1:]]
+    fadul, syn = planted_queries(recs, a.queries, a.synthetic + 1, seed=3)
+    warm_up, syn = syn[0], syn[1:]
     params = SearchParams()
     next(iter(search_exhibits(db, [warm_up], params=params)))  # indexes loaded, kernels compiled
     times = {m: {s: [] for s in STAGES} for m in MODES}

@@ -48,7 +48,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, fadul_key, planted_database, quantiles, variant, write  # noqa: E402
+from ._common import environment, fadul_key, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
 
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
 
@@ -129,9 +129,7 @@ def main(argv=None) -> dict:
     pad.space_matrix = lambda s: grown if s == space else own(s)  # this handle's candidate stage scans the padded matrix
 
     recs = base.list(kind="cartridge")
-    fadul = sorted(r.id for r in recs if r.id in key)
-    syn = [r.id for r in recs if r.id.startswith("syn-")]
-    syn = [syn[i] for i in np.random.default_rng(2).choice(len(syn), size=min(a.synthetic, len(syn)), replace=False)]
+    fadul, syn = planted_queries(recs, len(key), a.synthetic, seed=2)
     params = SearchParams()  # the defaults a user gets
     dbs = {"as_is": base, "padded": pad}
     for db in dbs.values():  # warm-up: indexes and derived arrays loaded, worker pool started, kernels compiled

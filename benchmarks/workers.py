@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, planted_database, quantiles, variant, write  # noqa: E402
+from ._common import environment, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
 
 MODES = ("one thread", "two threads", "two processes")
 
@@ -62,9 +62,7 @@ def main(argv=None) -> dict:
                       f"--repeats {a.repeats}{option}")
     db = open_database(planted_database(a.work, a.db), readonly=True)
     recs = db.list(kind="cartridge")
-    fadul = sorted(r.id for r in recs if r.id.startswith("Fadul_"))[:: max(1, 40 // a.queries)][: a.queries]
-    syn = [r.id for r in recs if r.id.startswith("syn-")]
-    syn = [syn[i] for i in np.random.default_rng(0).choice(len(syn), size=min(a.synthetic, len(syn)), replace=False)]
+    fadul, syn = planted_queries(recs, a.queries, a.synthetic, seed=0)
     ids = fadul + syn
     # the pool's start: spawn, imports, database opened, in every worker
     t = time.perf_counter()
