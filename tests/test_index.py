@@ -190,3 +190,51 @@ def test_matrix_outlives_its_index_and_is_read_only():
     with pytest.raises(ValueError):
         x[0, 0] = 1.0
     del junk
+
+
+def test_index_file_streamed_layout_and_the_earlier_layout(tmp_path):
+    """A saved index file is the header, then exactly what FAISS serialises; files of the earlier layout still load; damage is refused."""
+    import hashlib
+    import json
+    import struct
+
+    import faiss
+
+    from ibin.index._vectors import _HEADER_BYTES, inspect
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((20000, 32)).astype(np.float32)  # several of FAISS's 1 MiB blocks
+    idx = VectorIndex(32)
+    idx.add(np.arange(20000, dtype=np.int64) * 3, X)
+    idx.watermark = 59997
+    path = tmp_path / "a.faiss"
+    idx.save(path, catalog_id="c" * 32)
+    raw = path.read_bytes()
+    payload = faiss.serialize_index(idx.index).tobytes()
+    assert len(payload) > 2 * 2**20 and raw[_HEADER_BYTES:] == payload
+    (hlen,) = struct.unpack("<I", raw[4:8])
+    head = json.loads(raw[8 : 8 + hlen])
+    assert 8 + hlen == _HEADER_BYTES and head["bytes"] == len(payload)
+    assert head["sha256"] == hashlib.sha256(payload).hexdigest() and head["catalog"] == "c" * 32
+
+    def loaded(p):
+        got = VectorIndex.load(p, 32, "Flat", catalog_id="c" * 32)
+        assert got is not None and got.watermark == 59997
+        ids, x = got.matrix()
+        assert np.array_equal(ids, np.arange(20000) * 3) and np.array_equal(x, X)
+
+    loaded(path)
+    # the layout ibin wrote before: compact header JSON, zero padding to a multiple of 64
+    compact = json.dumps(head, sort_keys=True).encode()
+    start = 8 + len(compact) + (-(8 + len(compact))) % 64
+    old = tmp_path / "old.faiss"
+    old.write_bytes(raw[:4] + struct.pack("<I", len(compact)) + compact + b"\0" * (start - 8 - len(compact)) + payload)
+    loaded(old)
+    # cut short, lengthened, one byte changed, empty: refused with the reason, never raised
+    for name, data, why in [("short", raw[:-1000], "header says"), ("long", raw + b"\0", "header says"),
+                            ("flip", raw[:-5] + bytes([raw[-5] ^ 1]) + raw[-4:], "SHA-256"),
+                            ("empty", b"", "magic bytes"), ("json", raw[:100], "header damaged"),
+                            ("padding", raw[:_HEADER_BYTES // 2], "holds 0 bytes")]:
+        (tmp_path / name).write_bytes(data)
+        got, problem = inspect(tmp_path / name)
+        assert got is None and why in problem, (name, problem)

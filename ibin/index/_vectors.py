@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -175,24 +176,40 @@ class VectorIndex:
         in the same file as the vectors, so one rename replaces both and no
         crash or concurrent save can pair an index with another's watermark.
         ``catalog_id`` ties the file to one database.
+
+        FAISS writes the index straight into the file, hashed as it goes,
+        after :data:`_HEADER_BYTES` left for the header, which is written
+        last (its JSON padded with spaces to fill them). Serialising to
+        memory first took 18 s for a million 512-dimensional vectors.
         """
         faiss = _faiss()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_temporaries(path.parent)
-        payload = faiss.serialize_index(self.index)
-        header = {"format": "ibin-index", "version": 1, "dim": self.dim, "factory": self.factory,
-                  "watermark": self.watermark, "ntotal": self.ntotal, "faiss": faiss_version(),
-                  "bytes": int(payload.nbytes), "sha256": hashlib.sha256(payload).hexdigest(), "catalog": catalog_id}
-        head = json.dumps(header, sort_keys=True).encode()
-        start = 8 + len(head)
-        start += (-start) % 64
         tmp = _tmp_name(path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                write_all(fd, _MAGIC + struct.pack("<I", len(head)) + head + b"\0" * (start - 8 - len(head)))
-                write_all(fd, memoryview(payload))
+                os.lseek(fd, _HEADER_BYTES, os.SEEK_SET)
+                sha, size = hashlib.sha256(), 0
+
+                def sink(chunk: bytes) -> int:
+                    nonlocal size
+                    sha.update(chunk)
+                    write_all(fd, chunk)
+                    size += len(chunk)
+                    return len(chunk)
+
+                faiss.write_index(self.index, faiss.PyCallbackIOWriter(sink))
+                header = {"format": "ibin-index", "version": 1, "dim": self.dim, "factory": self.factory,
+                          "watermark": self.watermark, "ntotal": self.ntotal, "faiss": faiss_version(),
+                          "bytes": size, "sha256": sha.hexdigest(), "catalog": catalog_id}
+                head = json.dumps(header, sort_keys=True).encode()
+                room = _HEADER_BYTES - 8
+                if len(head) > room:
+                    raise ValueError(f"index header of {len(head)} bytes does not fit in {room}")
+                os.lseek(fd, 0, os.SEEK_SET)
+                write_all(fd, _MAGIC + struct.pack("<I", room) + head + b" " * (room - len(head)))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -260,6 +277,9 @@ class VectorIndex:
 
 
 _MAGIC = b"IBX1"
+#: Bytes before the FAISS payload in a saved index file: the magic, the header
+#: length and the header JSON padded with spaces (a multiple of 64).
+_HEADER_BYTES = 4096
 
 
 def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | None]:
@@ -267,8 +287,14 @@ def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | 
 
     File layout: ``b"IBX1"``, header length (uint32 LE), header JSON
     (``dim``, ``factory``, ``watermark``, ``ntotal``, ``catalog``,
-    ``bytes``, ``sha256`` of the payload), zero padding to a multiple of 64,
-    then the FAISS index as ``faiss.serialize_index`` writes it.
+    ``bytes``, ``sha256`` of the payload; :meth:`VectorIndex.save` pads it
+    with spaces to :data:`_HEADER_BYTES`), zero padding to a multiple of 64,
+    then the FAISS index as ``faiss.write_index`` writes it.
+
+    The file is memory-mapped: the checksum is taken over the mapped pages
+    and FAISS then reads the verified payload from them in blocks, so the
+    file is not copied in memory on the way (reading through an in-memory
+    copy took 20 s for a million 512-dimensional vectors).
 
     Returns
     -------
@@ -277,14 +303,29 @@ def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | 
         of ibin 0.1 (a bare FAISS file with a JSON sidecar, which is
         rebuilt): neither is a problem.
     """
-    faiss = _faiss()
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         return None, None
     except OSError as e:
         return None, f"index file unreadable ({e.strerror or e})"
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except (OSError, ValueError) as e:
+            return None, f"index file unreadable ({e})"
+        try:
+            return _inspect_mapped(path, mm if mm is not None else b"")
+        finally:
+            if mm is not None:
+                mm.close()
+
+
+def _inspect_mapped(path: Path, raw) -> tuple[tuple[object, dict] | None, str | None]:
+    """:func:`inspect` of a file's bytes (a memory map); keeps no view of them."""
+    faiss = _faiss()
     if raw[:4] != _MAGIC:
         if raw[:4] in (b"IxM2", b"IxMp") and path.with_name(path.name + ".json").exists():
             return None, None  # ibin 0.1 format: a cache without checksum, simply rebuilt
@@ -298,13 +339,23 @@ def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | 
         nbytes, sha = int(meta["bytes"]), str(meta["sha256"])
     except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         return None, f"index file header damaged ({e})"
-    payload = memoryview(raw)[start:]
-    if len(payload) != nbytes:
-        return None, f"index file holds {len(payload)} bytes of index, its header says {nbytes}: damaged"
-    if hashlib.sha256(payload).hexdigest() != sha:
+    held = len(raw) - start
+    if held != nbytes:
+        return None, f"index file holds {max(held, 0)} bytes of index, its header says {nbytes}: damaged"
+    with memoryview(raw) as view, view[start:] as payload:
+        digest = hashlib.sha256(payload).hexdigest()
+    if digest != sha:
         return None, "index file damaged: its content does not match the SHA-256 in its header"
+    pos = start
+
+    def source(n: int) -> bytes:
+        nonlocal pos
+        chunk = raw[pos : pos + n]
+        pos += len(chunk)
+        return chunk
+
     try:
-        index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        index = faiss.read_index(faiss.PyCallbackIOReader(source))
     except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError with its own text
         return None, f"index file unreadable by FAISS ({e})"
     if not isinstance(index, faiss.IndexIDMap2):
