@@ -238,3 +238,41 @@ def test_index_file_streamed_layout_and_the_earlier_layout(tmp_path):
         (tmp_path / name).write_bytes(data)
         got, problem = inspect(tmp_path / name)
         assert got is None and why in problem, (name, problem)
+
+
+def test_disk_full_while_saving_an_index_loses_nothing(tmp_path, monkeypatch, caplog):
+    """A save that fails part way (the disk full) leaves the previous index file and no temporary; searches go on."""
+    import errno
+
+    import ibin.index._vectors as V
+
+    db = Database.create(tmp_path / "db")
+    for i in range(5):
+        db.add(_ex(i, dim=16))
+    space = "cartridge/height"
+    q = db.vectors_of(db.get("ex3").rowid, space)
+    db.search_vectors(space, q, 1)  # writes the index file
+    path = db.index_path(space)
+    before = path.read_bytes()
+    db.close()
+
+    real = V.write_all
+    written = []
+
+    def full(fd, data):
+        if sum(written) > 200:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(len(memoryview(data)))
+        real(fd, data)
+
+    monkeypatch.setattr(V, "write_all", full)
+    with Database.open(tmp_path / "db") as db, caplog.at_level("WARNING"):
+        db.add(_ex(7, dim=16))
+        _, rowids, _ = db.search_vectors(space, db.vectors_of(db.get("ex7").rowid, space), 1)
+        assert db.get_rowids(rowids[0])[rowids[0][0]].id == "ex7"  # found, from the index caught up in memory
+    assert written and "could not save the index cache" in caplog.text
+    assert path.read_bytes() == before and not list(path.parent.glob("*.tmp-*"))
+    monkeypatch.setattr(V, "write_all", real)
+    with Database.open(tmp_path / "db", readonly=True) as db:  # the old file, caught up from the catalog
+        _, rowids, _ = db.search_vectors(space, db.vectors_of(db.get("ex7").rowid, space), 1)
+        assert db.get_rowids(rowids[0])[rowids[0][0]].id == "ex7"
