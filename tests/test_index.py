@@ -276,3 +276,32 @@ def test_disk_full_while_saving_an_index_loses_nothing(tmp_path, monkeypatch, ca
     with Database.open(tmp_path / "db", readonly=True) as db:  # the old file, caught up from the catalog
         _, rowids, _ = db.search_vectors(space, db.vectors_of(db.get("ex7").rowid, space), 1)
         assert db.get_rowids(rowids[0])[rowids[0][0]].id == "ex7"
+
+
+def test_index_file_rewritten_only_once_enough_is_new(tmp_path):
+    """A save rewrites the whole index file: the vectors of a small ingest are read from the catalog until they reach 1 %."""
+    from ibin.index._database import UNSAVED_SHARE
+    from ibin.index._vectors import inspect
+
+    assert UNSAVED_SHARE == 0.01
+    space = "cartridge/height"
+    db = Database.create(tmp_path / "db")
+    for i in range(200):
+        db.add(_ex(i, dim=16), durable=False)
+    db.index(space)  # no file yet: written
+    path = db.index_path(space)
+    first = path.read_bytes()
+    db.add(_ex(200, dim=16))  # 1 new of 201: not rewritten
+    idx = db.index(space)
+    assert idx.ntotal == 201 and idx.unsaved == 1 and path.read_bytes() == first
+    db.close()
+    with Database.open(tmp_path / "db") as db2:  # a new process catches up from the catalog
+        q = db2.vectors_of(db2.get("ex200").rowid, space)
+        _, rowids, _ = db2.search_vectors(space, q, 1)
+        assert db2.get_rowids(rowids[0])[rowids[0][0]].id == "ex200" and path.read_bytes() == first
+        db2.add(_ex(201, dim=16))  # 2 new of 202: under 1 %
+        assert db2.index(space).unsaved == 2 and path.read_bytes() == first
+        db2.add(_ex(202, dim=16))  # 3 new of 203: over, rewritten
+        assert db2.index(space).unsaved == 0
+    got, _ = inspect(path)
+    assert got[0].ntotal == 203

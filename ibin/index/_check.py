@@ -368,7 +368,10 @@ def _check_indexes(db, rep: CheckReport, spaces: dict[str, dict], by_rowid: dict
                            "`ibin reindex` drops them)")
         newer = int((~upto).sum())
         if newer:
-            rep._note(rel, f"{newer} vector(s) added since the index file was saved (added at the next search)")
+            from ._database import UNSAVED_SHARE
+
+            rep._note(rel, f"{newer} vector(s) added since the index file was saved (read from the catalog when "
+                           f"the index is loaded; the file is rewritten once they are {UNSAVED_SHARE:.0%} of it)")
         stored = vi.stored_vectors()
         if stored is not None and len(ids):
             pos = {int(i): k for k, i in enumerate(ids)}

@@ -61,6 +61,11 @@ FORMAT_VERSION = 1
 _MARKER = "ibin-db.json"
 _CATALOG = "catalog.sqlite"
 _VECTOR_PART_BITS = 8  # vector id = exhibit rowid << 8 | part (up to 256 vectors per exhibit)
+#: An index file is rewritten once the vectors it lacks reach this share of the
+#: index (or when there is none): each save rewrites the whole file, so its cost
+#: per added vector stays bounded, and a process loading the file reads at most
+#: this share of the vectors from the catalog.
+UNSAVED_SHARE = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -836,7 +841,12 @@ class Database:
 
         The index file is used only when its SHA-256, catalog id and
         watermark check out; otherwise the index is rebuilt from the
-        catalog. A read-write handle saves the caught-up index atomically.
+        catalog. A read-write handle saves the caught-up index atomically
+        when there was no file, or once the vectors not in the file reach
+        :data:`UNSAVED_SHARE` of the index: a save rewrites the whole file
+        (2 GB of polar signatures at 1M exhibits), so the few vectors of an
+        ingest are read from the catalog by the processes that load it
+        until then.
         """
         dim = self._space_dim(space)
         if dim is None:
@@ -850,7 +860,6 @@ class Database:
                 log.warning("%s: index file is ahead of the catalog; it will be rebuilt", path)
                 idx = None
             idx = idx or VectorIndex(dim, factory or "Flat")
-        n_before = idx.ntotal
         rows = self._conn.execute(
             "SELECT id, vec FROM vectors WHERE space = ? AND id > ? ORDER BY id", (space, idx.watermark)
         ).fetchall()
@@ -859,7 +868,7 @@ class Database:
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
             idx.add(ids, vecs)
         self._indexes[space] = idx
-        if idx.ntotal != n_before and not self.readonly:
+        if idx.unsaved and not self.readonly and (idx.unsaved >= UNSAVED_SHARE * idx.ntotal or not path.exists()):
             try:
                 idx.save(path, catalog_id=self.catalog_id)
             except OSError as e:  # the cache is optional; the catalog is the truth

@@ -73,6 +73,8 @@ class VectorIndex:
         base = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         self.index = faiss.IndexIDMap2(base)
         self.watermark = 0
+        #: Vectors added since the index was read from or written to its file.
+        self.unsaved = 0
 
     @property
     def ntotal(self) -> int:
@@ -110,6 +112,7 @@ class VectorIndex:
             self.index.train(x)
         self.index.add_with_ids(x, ids)
         self.watermark = max(self.watermark, int(ids.max()))
+        self.unsaved += len(ids)
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner products; ``(scores float32 (n, k), ids int64 (n, k))``, -1 = empty slot.
@@ -217,6 +220,7 @@ class VectorIndex:
             os.replace(tmp, path)
             point("index.renamed")
             fsync_dir(path.parent)
+            self.unsaved = 0
         finally:
             try:
                 tmp.unlink()
@@ -261,6 +265,7 @@ class VectorIndex:
         self.factory = factory
         self.index = index
         self.watermark = watermark
+        self.unsaved = 0
         return self
 
     def ids(self) -> np.ndarray:
