@@ -1,4 +1,5 @@
 from . import correlate, data, features, index, report, synth
+from ._alloc import keep_freed_memory
 from .engine import (
     IngestReport,
     IngestResult,

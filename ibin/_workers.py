@@ -186,16 +186,20 @@ def worker_database(path: str):
     Ctrl-C is left to the parent, which stops the pool (the workers would
     otherwise each print a traceback as they die); a parent killed outright
     takes the worker with it (:func:`exit_with_parent`); the workers share
-    the cores, so each keeps its native libraries to one thread.
+    the cores, so each keeps its native libraries to one thread; and each
+    keeps the memory its arrays free for the next ones
+    (:func:`ibin._alloc.keep_freed_memory`).
     """
     import signal
 
+    from ._alloc import keep_freed_memory
     from ._threads import limit_process
     from .engine import open_database
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
     limit_process()
+    keep_freed_memory()
     return open_database(path, readonly=True)
 
 

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error("unrecognized arguments: " + " ".join(extra))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    from .._alloc import keep_freed_memory
+
+    keep_freed_memory()  # this process is ibin's: arrays freed are kept for the next (see ibin._alloc)
     try:
         return int(args._run(args))
     except IbinError as e:
