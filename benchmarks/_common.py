@@ -17,10 +17,14 @@ SHARED = Path(os.environ.get("IBIN_SHARED_DATA", ROOT.parent / "shared" / "data"
 
 
 def single_thread() -> None:
-    """Pin numerical libraries to one thread (call before importing them).
+    """Pin numerical libraries to one thread (call before importing them); keep freed memory as ibin's processes do.
 
     Raises when NumPy is already imported: its BLAS would have started its
-    threads, and the benchmark would silently measure more than one.
+    threads, and the benchmark would silently measure more than one. The C
+    allocator is set as the command line and the worker processes set it
+    (:func:`ibin.keep_freed_memory`), so that work done in the benchmark's
+    own process is measured as ``ibin`` runs it and compares fairly with
+    work done in worker processes.
     """
     import sys
 
@@ -28,10 +32,14 @@ def single_thread() -> None:
         raise RuntimeError("single_thread() must run before NumPy is imported")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    from ibin._alloc import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def environment(command: str) -> dict:
     """Machine, load, software versions and the command that produced a result."""
+    from ibin._alloc import keeps_freed_memory
     from ibin.cli.info import versions
 
     cpu = "unknown"
@@ -48,6 +56,7 @@ def environment(command: str) -> dict:
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
                     "load_average_at_start": load},
         "versions": versions(),
+        "allocator_keeps_freed_memory": keeps_freed_memory(),
         "command": command,
     }
 
