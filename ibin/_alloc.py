@@ -6,9 +6,13 @@ them again within milliseconds. With glibc's defaults (``mallopt(3)``), a
 block above the mmap threshold is mapped for each request and unmapped when
 freed, and free memory above 128 KiB at the top of the heap is returned to
 the system at once; either way the next array's pages are faulted in and
-zeroed by the kernel again. Raising both limits keeps that memory in the
-process for the next array. On this project's machine a full comparison
-took 20-27 ms instead of 32-43 ms (the same pairs, alternating runs), with
+zeroed by the kernel again. glibc raises its mmap threshold by itself, but
+only after a large mapped block has been freed, so how often this happens
+depends on what the process did before. Raising both limits keeps that
+memory in the process for the next array. In processes that read their
+exhibits from a database, as search workers do, a full comparison of two
+Fadul scans took 34-40 ms with ~4,600 page faults under the defaults and
+20-23 ms with none so (``benchmarks/results/allocator.json``), with
 identical results: only where the memory comes from changes.
 
 The processes ibin starts (search and sweep workers) and its command line
