@@ -19,7 +19,8 @@ The processes ibin starts (search and sweep workers) and its command line
 set this; a program using ibin as a library may call
 :func:`keep_freed_memory` itself. Environment variables that set the same
 limits (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``) win: nothing
-is changed when either is set.
+is changed when either is set; ``IBIN_KEEP_FREED_MEMORY=0`` leaves glibc's
+defaults too (processes started afterwards inherit it).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def keep_freed_memory() -> bool:
     """Have the C allocator keep freed memory for reuse (glibc on Linux); True when it does.
 
     Idempotent; a no-op returning False on other systems and C libraries,
-    or when the allocator's limits are already set through the environment.
+    when the allocator's limits are already set through the environment, or
+    with ``IBIN_KEEP_FREED_MEMORY=0``.
     The process may then hold up to :data:`TRIM_THRESHOLD_BYTES` of free
     memory that the system would otherwise have back.
     """
@@ -61,6 +63,8 @@ def keeps_freed_memory() -> bool:
 
 def _apply() -> bool:
     if not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("IBIN_KEEP_FREED_MEMORY", "1").strip() == "0":
         return False
     if any(v in os.environ for v in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
         return False

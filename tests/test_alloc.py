@@ -30,7 +30,7 @@ _PROBE = textwrap.dedent("""
 
 
 def _faults(mode: str) -> tuple[bool, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "IBIN_KEEP_FREED_MEMORY"}
     out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, env=env, check=True)
     applied, faults = out.stdout.split()
     return applied == "1", int(faults)
@@ -55,3 +55,7 @@ def test_keep_freed_memory_is_idempotent_and_yields_to_the_environment(monkeypat
     monkeypatch.setattr(A, "_state", {})
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() is False and A.keeps_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(A, "_state", {})
+    monkeypatch.setenv("IBIN_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
