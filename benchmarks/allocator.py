@@ -14,7 +14,15 @@ prepared exhibits from the store and builds their pyramids, then times the
 full comparison of every pair, one thread, counting the page faults the
 comparisons cause. The results are checked identical.
 
-Run: ``python -m benchmarks.allocator [--scans 8] [--rounds 3]``
+With ``--work DIR``, whole lead lists too: on the planted database
+(``DIR/planted-pop-db-100k``), blocks of Fadul queries are searched with the
+worker processes started under each mode in turn (``IBIN_KEEP_FREED_MEMORY``
+0 or 1; the pool stopped, its processes waited for, started again and warmed
+by one search), so the same queries run in both; the stage times, the leads
+and the workers' peak resident memory are compared. The benchmark's own
+process keeps freed memory in both (it runs the candidate stage).
+
+Run: ``python -m benchmarks.allocator [--scans 8] [--rounds 3] [--work DIR [--db planted-pop-db-100k] [--queries 20] [--blocks 4]]``
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _child(mode: str, db: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "IBIN_KEEP_FREED_MEMORY"}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(db)], capture_output=True,
@@ -70,12 +78,95 @@ def _child(mode: str, db: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+STAGES = ("candidates", "screen", "rerank", "expand", "total")
+
+
+def _worker_pids() -> list[int]:
+    from ibin import _workers
+
+    pool = _workers._current["pool"]
+    return [p.pid for p in getattr(pool._ex, "_processes", {}).values()] if pool is not None else []
+
+
+def _peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _fresh_workers(db, params, on_file: int, warm_up: str, keep: str) -> None:
+    """New worker processes started with ``IBIN_KEEP_FREED_MEMORY=keep``, warmed by one search."""
+    from ibin import _workers, search_exhibits
+
+    pool = _workers._current["pool"]
+    procs = list(getattr(pool._ex, "_processes", {}).values()) if pool is not None else []
+    _workers.shutdown()
+    for p in procs:
+        p.join(30)
+    os.environ["IBIN_KEEP_FREED_MEMORY"] = keep
+    next(iter(search_exhibits(db, [warm_up], params=params)))
+    if _workers.pool_for(db, params.workers, on_file) is None:
+        raise RuntimeError("no worker pool: the lead lists would run in threads")
+
+
+def lead_lists(work: Path, db_name: str, queries: int, blocks: int) -> dict:
+    """Lead lists with the workers under glibc's defaults and under ibin's setting, blocks of the same queries alternating."""
+    from ibin import SearchParams, _workers, open_database, search_exhibits
+
+    from ._common import planted_database, planted_queries
+
+    db = open_database(planted_database(work, db_name), readonly=True)
+    recs = db.list(kind="cartridge")
+    fadul, syn = planted_queries(recs, queries, 1, seed=5)
+    params = SearchParams()
+    modes = {"glibc defaults": "0", "ibin (keep freed memory)": "1"}
+    times = {m: {s: [] for s in STAGES} for m in modes}
+    peaks: dict[str, list[float]] = {m: [] for m in modes}
+    leads: dict[str, dict[str, list]] = {m: {} for m in modes}
+    before = os.environ.get("IBIN_KEEP_FREED_MEMORY")
+    try:
+        for b in range(blocks):
+            chunk = fadul[b::blocks]
+            for m in (list(modes) if b % 2 == 0 else list(modes)[::-1]):
+                _fresh_workers(db, params, len(recs), syn[0], modes[m])
+                for q in chunk:
+                    ll = next(iter(search_exhibits(db, [q], params=params)))
+                    for s in STAGES:
+                        times[m][s].append(ll.timing_ms[s])
+                    leads[m][q] = [(ld.id, round(ld.score, 9)) for ld in ll.leads]
+                peaks[m] += [_peak_mib(pid) for pid in _worker_pids()]
+                print(f"block {b + 1} {m:26s} total p50 {np.median(times[m]['total'][-len(chunk):]):.0f} ms", flush=True)
+    finally:
+        _workers.shutdown()
+        if before is None:
+            os.environ.pop("IBIN_KEEP_FREED_MEMORY", None)
+        else:
+            os.environ["IBIN_KEEP_FREED_MEMORY"] = before
+        db.close()
+    out = {m: {s: quantiles(v) for s, v in st.items()} for m, st in times.items()}
+    return {
+        "database": db_name, "exhibits_on_file": len(recs), "queries": fadul, "blocks": blocks, "lead_list_ms": out,
+        "defaults_over_ibin_p50": {s: out["glibc defaults"][s]["p50"] / out["ibin (keep freed memory)"][s]["p50"]
+                                   for s in STAGES},
+        "worker_peak_rss_mib": {m: quantiles(v, (50,)) | {"max": max(v)} for m, v in peaks.items()},
+        "same_leads": leads["glibc defaults"] == leads["ibin (keep freed memory)"],
+    }
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scans", type=int, default=8, help="Fadul scans (every pair compared)")
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per mode, alternating")
+    ap.add_argument("--work", type=Path, help="with the planted databases: whole lead lists too")
+    ap.add_argument("--db", default="planted-pop-db-100k", help="planted database under DIR")
+    ap.add_argument("--queries", type=int, default=20, help="Fadul queries of the lead-list part")
+    ap.add_argument("--blocks", type=int, default=4, help="blocks of queries, the modes alternating")
     a = ap.parse_args(argv)
-    env = environment(f"python -m benchmarks.allocator --scans {a.scans} --rounds {a.rounds}")
+    cmd = f"python -m benchmarks.allocator --scans {a.scans} --rounds {a.rounds}"
+    if a.work is not None:
+        cmd += f" --work DIR --db {a.db} --queries {a.queries} --blocks {a.blocks}"
+    env = environment(cmd)
     from ibin import ingest
 
     tmp = tempfile.TemporaryDirectory(prefix="ibin-allocator-")
@@ -101,13 +192,20 @@ def main(argv=None) -> None:
         res[mode] = {"ms_per_comparison_round_medians": per_round, "ms_per_comparison": quantiles(per_round, (50,)),
                      "page_faults_per_comparison": float(np.median([f for x in rs for f in x["faults"]]))}
     ratio = res["glibc defaults"]["ms_per_comparison"]["p50"] / res["ibin (keep freed memory)"]["ms_per_comparison"]["p50"]
+    print(f"defaults / ibin: {ratio:.2f}x; identical results: {same}", flush=True)
+    ll = lead_lists(a.work, a.db, a.queries, a.blocks) if a.work is not None else None
+    if ll is not None:
+        r = ll["defaults_over_ibin_p50"]
+        print("lead lists, defaults / ibin (p50): " + "  ".join(f"{s} {v:.2f}x" for s, v in r.items())
+              + f"; worker peak RSS {ll['worker_peak_rss_mib']}; same leads: {ll['same_leads']}")
     path = write("allocator", {
         "what": "Full comparisons of Fadul pairs as a search worker makes them (exhibits read from a database, one "
                 "thread) with glibc's allocator defaults and with ibin.keep_freed_memory(), fresh processes alternating.",
         "environment": env, "scans": a.scans, "pairs": len(ref), "rounds": a.rounds,
         "modes": res, "defaults_over_ibin_p50": ratio, "identical_results": same,
+        "lead_lists": ll,
     })
-    print(f"defaults / ibin: {ratio:.2f}x; identical results: {same}; wrote {path}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
