@@ -9,11 +9,14 @@ the system at once; either way the next array's pages are faulted in and
 zeroed by the kernel again. glibc raises its mmap threshold by itself, but
 only after a large mapped block has been freed, so how often this happens
 depends on what the process did before. Raising both limits keeps that
-memory in the process for the next array. In processes that read their
-exhibits from a database, as search workers do, a full comparison of two
-Fadul scans took 34-40 ms with ~4,600 page faults under the defaults and
-20-23 ms with none so (``benchmarks/results/allocator.json``), with
-identical results: only where the memory comes from changes.
+memory in the process for the next array. In a process that reads its
+exhibits from a database and compares them, a full comparison of two Fadul
+scans took 34-40 ms with ~4,600 page faults under the defaults and 20-25 ms
+with none so, with identical results: only where the memory comes from
+changes. A search worker screens its candidates before it compares them,
+which raises glibc's threshold by itself: whole lead lists were no faster
+(``benchmarks/results/allocator.json``). The setting makes the speed of a
+comparison independent of what the process did before.
 
 The processes ibin starts (search and sweep workers) and its command line
 set this; a program using ibin as a library may call
