@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -115,7 +116,7 @@ def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray],
                 raise ValueError(f"array {name!r} has unknown dtype {s['dtype']!r}")
             dt = np.dtype(s["dtype"])
             shape = tuple(int(n) for n in s["shape"])
-            if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != nb:
+            if any(n < 0 for n in shape) or math.prod(shape) * dt.itemsize != nb:
                 raise ValueError(f"array {name!r}: shape {list(shape)} does not fit {nb} bytes")
             if off < 8 + hlen or off + nb > len(mv):
                 raise DatabaseError(f"{where}: truncated feature record (array {name!r})")
