@@ -845,7 +845,8 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
     sub = replace(params, candidates=max(1, params.candidates // 4), verify=1, top=1)
     extra, hints = [], {}
     for rec, r in strong:
-        lead = cache.prepared(db, rec).prep
+        held = cache.get(rec.rowid)  # the lead's signatures suffice: no pyramid built for it here
+        lead = held.prep if held is not None else _load_prepared(db, rec)
         new = [c for c in _candidates(db, lead, kind, sub, exclude_rowid=rec.rowid) if c.rowid not in seen]
         # rotation onto the query through the lead: candidate -> lead (polar) then lead -> query (registered)
         for c_rowid, rot in _polar_rotations(db, lead, kind, [c.rowid for c in new]).items():
