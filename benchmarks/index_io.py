@@ -20,6 +20,13 @@ read time to both. Peak memory is the rise of the process's resident peak
 (``VmHWM``, reset through ``/proc/self/clear_refs``) over its size before
 the step: Linux only.
 
+For the largest N, a fresh process then makes what a one-off ``ibin
+search`` makes before its first candidate list, timed step by step: import
+ibin and FAISS, load the index file, make the 8-bit signatures of the first
+pass (:class:`ibin.features._polar.CoarseSignatures`), and run one search
+over all N signatures at every rotation (two threads). (The vectors are
+random: the timings, not the matches, are what this measures.)
+
 Run: ``python -m benchmarks.index_io --work DIR [--sizes 100000,1000000] [--repeats 3] [--dim 512]``
 """
 
@@ -116,6 +123,48 @@ def _matrix(index, dim: int) -> np.ndarray:
     return vi.matrix()[1]
 
 
+_FIRST_SEARCH = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import faiss
+from ibin.features._polar import CoarseSignatures, PolarParams, rotation_max_top
+from ibin.index._vectors import inspect
+t1 = time.perf_counter()
+got, problem = inspect(sys.argv[1])
+assert got is not None, problem
+index = got[0]
+base = faiss.downcast_index(index.index)
+n, d = base.ntotal, base.d
+x = faiss.rev_swig_ptr(base.get_xb(), n * d).reshape(n, d)
+t2 = time.perf_counter()
+pp = PolarParams()
+coarse = CoarseSignatures.from_vectors(x, pp.rings_kept, pp.harmonics)
+t3 = time.perf_counter()
+rng = np.random.default_rng(1)
+q = (rng.standard_normal((pp.rings_kept, pp.harmonics)) + 1j * rng.standard_normal((pp.rings_kept, pp.harmonics))).astype(np.complex64)
+rotation_max_top(q, x, 300, coarse=coarse, workers=2)
+t4 = time.perf_counter()
+rotation_max_top(q, x, 300, coarse=coarse, workers=2)
+t5 = time.perf_counter()
+print(json.dumps({"imports_s": t1 - t0, "load_index_s": t2 - t1, "coarse_signatures_s": t3 - t2,
+                  "first_search_s": t4 - t3, "second_search_s": t5 - t4, "total_to_first_candidates_s": t4 - t0}))
+"""
+
+
+def first_search(path: Path) -> dict:
+    """A fresh process's way to its first candidate list against the index file at ``path``, step by step (seconds)."""
+    import subprocess
+    import sys
+
+    from ._common import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", _FIRST_SEARCH, str(path)], capture_output=True, text=True,
+                         env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(work: Path, sizes: list[int], repeats: int, dim: int) -> dict:
     from ibin.index import VectorIndex
 
@@ -148,6 +197,15 @@ def run(work: Path, sizes: list[int], repeats: int, dim: int) -> dict:
                 del index
         size = paths["now"].stat().st_size
         res = {"file_bytes": size, "file_bytes_before": paths["before"].stat().st_size}
+        if n == max(sizes) and dim == 512:
+            vi.save(paths["now"])
+            runs = [first_search(paths["now"]) for _ in range(repeats)]
+            res["fresh_process_first_search"] = {k: quantiles([r[k] for r in runs], (50,)) | {"all": [round(r[k], 3) for r in runs]}
+                                                 for k in runs[0]}
+            print(f"N={n:,}: a fresh process's first candidate list after "
+                  f"{np.median([r['total_to_first_candidates_s'] for r in runs]):.2f} s "
+                  f"(load {np.median([r['load_index_s'] for r in runs]):.2f} s, 8-bit signatures "
+                  f"{np.median([r['coarse_signatures_s'] for r in runs]):.2f} s)", flush=True)
         for mode, row in rows.items():
             res[mode] = {k: quantiles(v, (50,)) | {"all": [round(x, 3) for x in v]} for k, v in row.items()}
         res["before_over_now_p50"] = {
