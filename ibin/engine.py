@@ -438,6 +438,11 @@ class _Cache:
         got = self.get(rec.rowid)
         return got if got is not None else self.put(rec.rowid, _Prepared(_load_prepared(db, rec)))
 
+    def prep(self, db, rec):
+        """The exhibit's prepared form alone: the cached one, or read from the store (no pyramid built, nothing cached)."""
+        got = self.get(rec.rowid)
+        return got.prep if got is not None else _load_prepared(db, rec)
+
     def get(self, rowid: int) -> _Prepared | None:
         with self._lock:
             got = self.items.get(rowid)
@@ -580,7 +585,7 @@ def _rerank(query: _Prepared, records, db, cache: _Cache, *, query_rowid: int | 
         elif query_rowid < rec.rowid:  # the stored view has the lower rowid as A
             out.append((rec, hit))
         else:  # swapping needs A's scan centre
-            out.append((rec, hit.swapped(cache.prepared(db, rec).prep.scan_centre_um)))
+            out.append((rec, hit.swapped(cache.prep(db, rec).scan_centre_um)))
     done = par.map(_workers.compare_task, lambda part: (par.token, query.prep, part), todo, tasks=len(todo))
     if done is None:
         prepared = cache.prepare_all(db, todo, par.workers)
@@ -845,8 +850,7 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
     sub = replace(params, candidates=max(1, params.candidates // 4), verify=1, top=1)
     extra, hints = [], {}
     for rec, r in strong:
-        held = cache.get(rec.rowid)  # the lead's signatures suffice: no pyramid built for it here
-        lead = held.prep if held is not None else _load_prepared(db, rec)
+        lead = cache.prep(db, rec)  # its signatures suffice
         new = [c for c in _candidates(db, lead, kind, sub, exclude_rowid=rec.rowid) if c.rowid not in seen]
         # rotation onto the query through the lead: candidate -> lead (polar) then lead -> query (registered)
         for c_rowid, rot in _polar_rotations(db, lead, kind, [c.rowid for c in new]).items():
