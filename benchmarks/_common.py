@@ -111,6 +111,34 @@ def planted_queries(recs, fadul: int, synthetic: int, seed: int) -> tuple[list[s
     return fa, [syn[i] for i in pick]
 
 
+def worker_processes() -> list:
+    """The processes of the current search worker pool (:mod:`ibin._workers`); empty without one."""
+    from ibin import _workers
+
+    pool = _workers._current["pool"]
+    return list(getattr(pool._ex, "_processes", {}).values()) if pool is not None else []
+
+
+def restart_workers(db, params, on_file: int, warm_up: str, before_start=None) -> None:
+    """New search worker processes, the old ones gone, warmed by one search for ``warm_up``.
+
+    The old processes are waited for (``shutdown()`` does not wait), so what
+    they held (maps of the store) is gone; ``before_start()``, when given,
+    runs between their end and the new pool's start.
+    """
+    from ibin import _workers, search_exhibits
+
+    procs = worker_processes()
+    _workers.shutdown()
+    for p in procs:
+        p.join(30)
+    if before_start is not None:
+        before_start()
+    next(iter(search_exhibits(db, [warm_up], params=params)))  # imports, compiled kernels, FFT plans
+    if _workers.pool_for(db, params.workers, on_file) is None:
+        raise RuntimeError("no worker pool: the lead lists would run in threads")
+
+
 def _default(o):
     import numpy as np
 

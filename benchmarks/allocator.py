@@ -32,6 +32,7 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -81,13 +82,6 @@ def _child(mode: str, db: Path) -> dict:
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
 
 
-def _worker_pids() -> list[int]:
-    from ibin import _workers
-
-    pool = _workers._current["pool"]
-    return [p.pid for p in getattr(pool._ex, "_processes", {}).values()] if pool is not None else []
-
-
 def _peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -95,26 +89,11 @@ def _peak_mib(pid: int) -> float:
     return float("nan")
 
 
-def _fresh_workers(db, params, on_file: int, warm_up: str, keep: str) -> None:
-    """New worker processes started with ``IBIN_KEEP_FREED_MEMORY=keep``, warmed by one search."""
-    from ibin import _workers, search_exhibits
-
-    pool = _workers._current["pool"]
-    procs = list(getattr(pool._ex, "_processes", {}).values()) if pool is not None else []
-    _workers.shutdown()
-    for p in procs:
-        p.join(30)
-    os.environ["IBIN_KEEP_FREED_MEMORY"] = keep
-    next(iter(search_exhibits(db, [warm_up], params=params)))
-    if _workers.pool_for(db, params.workers, on_file) is None:
-        raise RuntimeError("no worker pool: the lead lists would run in threads")
-
-
 def lead_lists(work: Path, db_name: str, queries: int, blocks: int) -> dict:
     """Lead lists with the workers under glibc's defaults and under ibin's setting, blocks of the same queries alternating."""
     from ibin import SearchParams, _workers, open_database, search_exhibits
 
-    from ._common import planted_database, planted_queries
+    from ._common import planted_database, planted_queries, restart_workers, worker_processes
 
     db = open_database(planted_database(work, db_name), readonly=True)
     recs = db.list(kind="cartridge")
@@ -129,13 +108,14 @@ def lead_lists(work: Path, db_name: str, queries: int, blocks: int) -> dict:
         for b in range(blocks):
             chunk = fadul[b::blocks]
             for m in (list(modes) if b % 2 == 0 else list(modes)[::-1]):
-                _fresh_workers(db, params, len(recs), syn[0], modes[m])
+                restart_workers(db, params, len(recs), syn[0],
+                                before_start=functools.partial(os.environ.__setitem__, "IBIN_KEEP_FREED_MEMORY", modes[m]))
                 for q in chunk:
                     ll = next(iter(search_exhibits(db, [q], params=params)))
                     for s in STAGES:
                         times[m][s].append(ll.timing_ms[s])
                     leads[m][q] = [(ld.id, round(ld.score, 9)) for ld in ll.leads]
-                peaks[m] += [_peak_mib(pid) for pid in _worker_pids()]
+                peaks[m] += [_peak_mib(p.pid) for p in worker_processes()]
                 print(f"block {b + 1} {m:26s} total p50 {np.median(times[m]['total'][-len(chunk):]):.0f} ms", flush=True)
     finally:
         _workers.shutdown()

@@ -31,30 +31,15 @@ single_thread()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
+from ._common import (environment, planted_database, planted_queries, quantiles, restart_workers,  # noqa: E402
+                      variant, write)
 
 MODES = ("warm", "cold, prefetch", "cold, one by one")
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
-
-
-def _restart_workers(db, params, on_file: int, warm_up: str) -> None:
-    """New worker processes (the old ones gone, with their maps of the store), warmed by one search."""
-    from ibin import _workers, search_exhibits
-
-    pool = _workers._current["pool"]
-    # ProcessPoolExecutor's processes: shutdown() does not wait for them to exit
-    procs = list(getattr(pool._ex, "_processes", {}).values()) if pool is not None else []
-    _workers.shutdown()
-    for p in procs:
-        p.join(30)
-    evict(db)
-    next(iter(search_exhibits(db, [warm_up], params=params)))  # imports, compiled kernels, FFT plans
-    assert _workers.pool_for(db, params.workers, on_file) is not None
 
 
 def evict(db) -> int:
@@ -101,7 +86,7 @@ def main(argv=None) -> dict:
         leads = {}
         for m in order:
             if m != "warm":
-                _restart_workers(db, params, on_file, warm_up)
+                restart_workers(db, params, on_file, warm_up, before_start=lambda: evict(db))
                 store_bytes = evict(db)
             store.PREFETCH = m != "cold, one by one"
             try:
