@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("IBIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+_PINNED = False
+
+
 def single_thread() -> None:
     """Pin numerical libraries to one thread (call before importing them); keep freed memory as ibin's processes do.
 
@@ -28,8 +31,12 @@ def single_thread() -> None:
     """
     import sys
 
+    global _PINNED
+    if _PINNED:  # a second benchmark module imported by the first
+        return
     if "numpy" in sys.modules:
         raise RuntimeError("single_thread() must run before NumPy is imported")
+    _PINNED = True
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from ibin._alloc import keep_freed_memory

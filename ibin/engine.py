@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,7 +427,6 @@ class _Cache:
     """Least-recently-used store of prepared exhibits and of pair comparisons, bounded in size."""
 
     def __init__(self, max_items: int = 2000, max_pairs: int = 200_000):
-        import threading
         from collections import OrderedDict
 
         self.items: "OrderedDict[int, _Prepared]" = OrderedDict()
@@ -697,24 +697,21 @@ def _polar_by_anchor(db, space: str):
     ``vectors``, their first harmonics in 8 bits (the
     :class:`~ibin.features._polar.CoarseSignatures` the first pass of
     :func:`~ibin.features.rotation_max_top` reads), and their exhibit rowids
-    sorted (``rowids[positions[order]]``) for lookups.
+    sorted (``rowids[positions[order]]``) for lookups. Derived once per
+    handle and space (:class:`ibin._polar_rows.PolarRows`); exhibits added
+    since are derived alone, so a search after an ingest does not derive a
+    million rows again.
     """
-    from .features._polar import CoarseSignatures, PolarParams
+    from ._polar_rows import PolarRows
 
     rowids, parts, x = db.space_matrix(space)
-    key = ("polar-by-anchor", space, len(rowids), int(rowids[-1]) if len(rowids) else 0)
-    by_anchor = db.derived.get(key)
-    if by_anchor is None:
-        pp = PolarParams()
-        by_anchor = {}
-        for part in np.unique(parts):
-            sel = np.flatnonzero(parts == part)
-            order = np.argsort(rowids[sel], kind="stable")
-            by_anchor[int(part)] = (sel, CoarseSignatures.from_vectors(x, pp.rings_kept, pp.harmonics, rows=sel),
-                                    rowids[sel][order], order)
-        db.derived.clear()
-        db.derived[key] = by_anchor
-    return rowids, x, by_anchor
+    key = ("polar-rows", space)
+    # concurrent searches on one handle: one of them derives, the others wait for it
+    with db.derived.setdefault("lock", threading.Lock()):
+        rows = db.derived.get(key)
+        if rows is None or not rows.update(rowids, parts, x):
+            rows = db.derived[key] = PolarRows(rowids, parts, x)
+        return rowids, x, rows.by_anchor()
 
 
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,

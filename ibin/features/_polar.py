@@ -278,18 +278,20 @@ class CoarseSignatures:
 
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, rings: int, harmonics: int, coarse_harmonics: int = 0, *,
-                     rows: np.ndarray | None = None) -> "CoarseSignatures":
+                     rows: np.ndarray | None = None, headroom: int = 0) -> "CoarseSignatures":
         """From signature vectors (:func:`to_vector`, ``(N, 2 rings harmonics)``), keeping the first ``coarse_harmonics``.
 
         ``coarse_harmonics`` = 0 means :data:`COARSE_HARMONICS` (at most
         ``harmonics``); ``rows`` takes only these rows, in this order. Read
         in place, so a large database is never copied in float32.
+        ``headroom`` rows are allocated past the end of ``codes`` and
+        ``scale`` (in their ``base``), for a caller that grows them in place.
         """
         v = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy when so already (the database's matrix)
         if v.ndim != 2 or v.shape[1] != 2 * rings * harmonics:
             raise ValueError(f"signature vectors of shape {v.shape} are not {rings} rings x {harmonics} harmonics")
         cols = coarse_columns(rings, harmonics, min(coarse_harmonics or COARSE_HARMONICS, harmonics))
-        return cls._quantised(v, rows, cols)
+        return cls._quantised(v, rows, cols, headroom)
 
     @classmethod
     def from_coarse(cls, coarse: np.ndarray) -> "CoarseSignatures":
@@ -300,15 +302,15 @@ class CoarseSignatures:
         return cls._quantised(x, None, np.arange(x.shape[1], dtype=np.int64))
 
     @classmethod
-    def _quantised(cls, x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> "CoarseSignatures":
+    def _quantised(cls, x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, headroom: int = 0) -> "CoarseSignatures":
         """``x[rows][:, cols]`` (all rows by default) in 8 bits, one symmetric scale per row, by a Numba kernel."""
         from ._kernels_nb import quantise_rows
 
         idx = np.arange(len(x), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
             raise IndexError("rows out of range of the signature vectors")
-        codes = np.empty((len(idx), len(cols)), np.int8)
-        scale = np.empty(len(idx), np.float32)
+        codes = np.empty((len(idx) + headroom, len(cols)), np.int8)[: len(idx)]
+        scale = np.empty(len(idx) + headroom, np.float32)[: len(idx)]
         quantise_rows(x, idx, np.ascontiguousarray(cols, dtype=np.int64), codes, scale)
         return cls(codes, scale)
 
