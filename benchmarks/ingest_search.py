@@ -47,6 +47,7 @@ from ._common import environment, planted_database, quantiles, write  # noqa: E4
 
 SPACE = "cartridge-polar/height"
 KEY = ("polar-rows", SPACE)
+WORKERS = 2  # a search's default (SearchParams.workers): the threads that derive the rows
 
 
 def _derivation(rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, repeat: int) -> dict:
@@ -57,10 +58,10 @@ def _derivation(rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, repeat: in
     full, extend = [], []
     for _ in range(repeat):
         t = time.perf_counter()
-        rows = PolarRows(rowids[:n], parts[:n], x[:n])
+        rows = PolarRows(rowids[:n], parts[:n], x[:n], workers=WORKERS)
         full.append((time.perf_counter() - t) * 1e3)
         t = time.perf_counter()
-        assert rows.update(rowids, parts, x)
+        assert rows.update(rowids, parts, x, workers=WORKERS)
         extend.append((time.perf_counter() - t) * 1e3)
         del rows
     f, e = quantiles(full), quantiles(extend)

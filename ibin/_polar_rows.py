@@ -64,17 +64,17 @@ class _Growing:
 class _Anchor:
     """One anchor's rows: positions in the matrix, 8-bit first harmonics, rowids sorted (and the sorting order)."""
 
-    def __init__(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray, pp: PolarParams):
+    def __init__(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray, pp: PolarParams, workers: int = 1):
         self.pp = pp
         spare = _headroom(len(positions))
-        coarse = self._coarse(x, positions, spare)
+        coarse = self._coarse(x, positions, spare, workers)
         self.positions = _Growing(positions.astype(np.int64), spare)
         self.codes, self.scale = _Growing(coarse.codes, spare), _Growing(coarse.scale, spare)
         self._sort(rowids)
 
-    def _coarse(self, x: np.ndarray, positions: np.ndarray, headroom: int = 0) -> CoarseSignatures:
+    def _coarse(self, x: np.ndarray, positions: np.ndarray, headroom: int = 0, workers: int = 1) -> CoarseSignatures:
         return CoarseSignatures.from_vectors(x, self.pp.rings_kept, self.pp.harmonics, rows=positions,
-                                             headroom=headroom)
+                                             headroom=headroom, workers=workers)
 
     def _sort(self, rowids: np.ndarray) -> None:
         ids = rowids[self.positions.array]
@@ -82,9 +82,9 @@ class _Anchor:
         spare = _headroom(len(ids))
         self.sorted_ids, self.order = _Growing(ids[order], spare), _Growing(order, spare)
 
-    def extend(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray) -> None:
+    def extend(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray, workers: int = 1) -> None:
         """Add rows at ``positions`` (ascending, past every row held)."""
-        coarse = self._coarse(x, positions)
+        coarse = self._coarse(x, positions, workers=workers)
         k0 = self.positions.n
         self.positions.extend(positions)
         self.codes.extend(coarse.codes)
@@ -113,28 +113,31 @@ class PolarRows:
     x : ndarray (n, 2 rings harmonics) float32
         The signature vectors (:func:`~ibin.features._polar.to_vector`), read in place.
     params : PolarParams, optional
+    workers : int
+        Threads deriving the 8-bit harmonics.
     """
 
-    def __init__(self, rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, params: PolarParams | None = None):
+    def __init__(self, rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, params: PolarParams | None = None,
+                 workers: int = 1):
         self.pp = params or PolarParams()
         self.rowids, self.parts = rowids, parts
         self.anchors: dict[int, _Anchor] = {}
-        self._add(x, 0)
+        self._add(x, 0, workers)
 
-    def _add(self, x: np.ndarray, start: int) -> None:
+    def _add(self, x: np.ndarray, start: int, workers: int = 1) -> None:
         tail = self.parts[start:]
         for part in np.unique(tail):
             positions = start + np.flatnonzero(tail == part)
             entry = self.anchors.get(int(part))
             if entry is None:
-                self.anchors[int(part)] = _Anchor(self.rowids, x, positions, self.pp)
+                self.anchors[int(part)] = _Anchor(self.rowids, x, positions, self.pp, workers)
             else:
-                entry.extend(self.rowids, x, positions)
+                entry.extend(self.rowids, x, positions, workers)
 
     def __len__(self) -> int:
         return len(self.rowids)
 
-    def update(self, rowids: np.ndarray, parts: np.ndarray, x: np.ndarray) -> bool:
+    def update(self, rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, workers: int = 1) -> bool:
         """Bring these rows up to the space's current matrix; False when that needs a new :class:`PolarRows`.
 
         True when the matrix is the one held, or the one held with rows
@@ -146,7 +149,7 @@ class PolarRows:
             return False
         if len(rowids) > n0:
             self.rowids, self.parts = rowids, parts
-            self._add(x, n0)
+            self._add(x, n0, workers)
         return True
 
     def by_anchor(self) -> dict[int, tuple[np.ndarray, CoarseSignatures, np.ndarray, np.ndarray]]:

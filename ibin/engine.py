@@ -689,7 +689,7 @@ def search_plan(db) -> dict[str, str]:
     return plan
 
 
-def _polar_by_anchor(db, space: str):
+def _polar_by_anchor(db, space: str, workers: int = 1):
     """The polar signatures of a space, grouped by anchor, kept with the database handle.
 
     Returns ``(rowids, vectors, by_anchor)``; ``by_anchor[part]`` is
@@ -698,9 +698,9 @@ def _polar_by_anchor(db, space: str):
     :class:`~ibin.features._polar.CoarseSignatures` the first pass of
     :func:`~ibin.features.rotation_max_top` reads), and their exhibit rowids
     sorted (``rowids[positions[order]]``) for lookups. Derived once per
-    handle and space (:class:`ibin._polar_rows.PolarRows`); exhibits added
-    since are derived alone, so a search after an ingest does not derive a
-    million rows again.
+    handle and space (:class:`ibin._polar_rows.PolarRows`, in ``workers``
+    threads); exhibits added since are derived alone, so a search after an
+    ingest does not derive a million rows again.
     """
     from ._polar_rows import PolarRows
 
@@ -709,8 +709,8 @@ def _polar_by_anchor(db, space: str):
     # concurrent searches on one handle: one of them derives, the others wait for it
     with db.derived.setdefault("lock", threading.Lock()):
         rows = db.derived.get(key)
-        if rows is None or not rows.update(rowids, parts, x):
-            rows = db.derived[key] = PolarRows(rowids, parts, x)
+        if rows is None or not rows.update(rowids, parts, x, workers):
+            rows = db.derived[key] = PolarRows(rowids, parts, x, workers=workers)
         return rowids, x, rows.by_anchor()
 
 
@@ -721,7 +721,7 @@ def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,
 
     if prep.polar is None:
         return []
-    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, prep.modality))
+    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, prep.modality), workers)
     if len(rowids) == 0:
         return []
     best: dict[int, float] = {}

@@ -274,6 +274,20 @@ def test_coarse_signatures_keep_each_row_to_half_a_step():
         CoarseSignatures.from_vectors(X, R, M, 24, rows=np.array([50]))
 
 
+def test_coarse_signatures_in_threads_and_with_headroom_are_the_same():
+    """Rows shared by threads (chunks of 65,536) and buffers with headroom give the codes of one thread."""
+    from ibin.features._polar import CoarseSignatures
+
+    rng = np.random.default_rng(14)
+    R, M = 2, 4
+    X = rng.standard_normal((150_000, 2 * R * M)).astype(np.float32)
+    rows = np.flatnonzero(rng.random(len(X)) < 0.9)
+    one = CoarseSignatures.from_vectors(X, R, M, rows=rows)
+    two = CoarseSignatures.from_vectors(X, R, M, rows=rows, workers=2, headroom=100)
+    assert np.array_equal(one.codes, two.codes) and np.array_equal(one.scale, two.scale)
+    assert len(two.codes.base) == len(rows) + 100 and len(two.scale.base) == len(rows) + 100
+
+
 def test_rotation_max_reads_vectors_in_place_and_matches_the_definition():
     """Real vectors with chosen rows score as the complex signatures, and as the maximum over the angle grid."""
     from ibin.features import rotation_max

@@ -278,20 +278,21 @@ class CoarseSignatures:
 
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, rings: int, harmonics: int, coarse_harmonics: int = 0, *,
-                     rows: np.ndarray | None = None, headroom: int = 0) -> "CoarseSignatures":
+                     rows: np.ndarray | None = None, headroom: int = 0, workers: int = 1) -> "CoarseSignatures":
         """From signature vectors (:func:`to_vector`, ``(N, 2 rings harmonics)``), keeping the first ``coarse_harmonics``.
 
         ``coarse_harmonics`` = 0 means :data:`COARSE_HARMONICS` (at most
         ``harmonics``); ``rows`` takes only these rows, in this order. Read
         in place, so a large database is never copied in float32.
         ``headroom`` rows are allocated past the end of ``codes`` and
-        ``scale`` (in their ``base``), for a caller that grows them in place.
+        ``scale`` (in their ``base``), for a caller that grows them in place;
+        ``workers`` threads share the rows.
         """
         v = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy when so already (the database's matrix)
         if v.ndim != 2 or v.shape[1] != 2 * rings * harmonics:
             raise ValueError(f"signature vectors of shape {v.shape} are not {rings} rings x {harmonics} harmonics")
         cols = coarse_columns(rings, harmonics, min(coarse_harmonics or COARSE_HARMONICS, harmonics))
-        return cls._quantised(v, rows, cols, headroom)
+        return cls._quantised(v, rows, cols, headroom, workers)
 
     @classmethod
     def from_coarse(cls, coarse: np.ndarray) -> "CoarseSignatures":
@@ -302,8 +303,14 @@ class CoarseSignatures:
         return cls._quantised(x, None, np.arange(x.shape[1], dtype=np.int64))
 
     @classmethod
-    def _quantised(cls, x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, headroom: int = 0) -> "CoarseSignatures":
-        """``x[rows][:, cols]`` (all rows by default) in 8 bits, one symmetric scale per row, by a Numba kernel."""
+    def _quantised(cls, x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, headroom: int = 0,
+                   workers: int = 1) -> "CoarseSignatures":
+        """``x[rows][:, cols]`` (all rows by default) in 8 bits, one symmetric scale per row, by a Numba kernel.
+
+        The kernel does a division and a rounding per value: compute-bound,
+        so ``workers`` threads share the rows (1M rows of 512 values: 0.62-0.75 s
+        in one thread, 0.34-0.42 s in two, on this project's 2-core machine).
+        """
         from ._kernels_nb import quantise_rows
 
         idx = np.arange(len(x), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
@@ -311,7 +318,8 @@ class CoarseSignatures:
             raise IndexError("rows out of range of the signature vectors")
         codes = np.empty((len(idx) + headroom, len(cols)), np.int8)[: len(idx)]
         scale = np.empty(len(idx) + headroom, np.float32)[: len(idx)]
-        quantise_rows(x, idx, np.ascontiguousarray(cols, dtype=np.int64), codes, scale)
+        cols = np.ascontiguousarray(cols, dtype=np.int64)
+        _chunked(lambda s, e: quantise_rows(x, idx[s:e], cols, codes[s:e], scale[s:e]), len(idx), 1 << 16, workers)
         return cls(codes, scale)
 
     def __len__(self) -> int:
