@@ -144,6 +144,8 @@ class PolarRows:
         added at its end (only those are derived); False after any other
         change (rows removed or reordered).
         """
+        if rowids is self.rowids and parts is self.parts:  # the same arrays (``Database.space_matrix`` of an unchanged index)
+            return True
         n0 = len(self.rowids)
         if len(rowids) < n0 or not (np.array_equal(rowids[:n0], self.rowids) and np.array_equal(parts[:n0], self.parts)):
             return False

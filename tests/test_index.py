@@ -305,3 +305,23 @@ def test_index_file_rewritten_only_once_enough_is_new(tmp_path):
         assert db2.index(space).unsaved == 0
     got, _ = inspect(path)
     assert got[0].ntotal == 203
+
+
+def test_space_matrix_is_read_once_per_change_of_the_index(tmp_path):
+    """The same read-only arrays while the index is unchanged; an add or a delete gives the new rows."""
+    space = "cartridge/height"
+    db = Database.create(tmp_path / "db")
+    for i in range(5):
+        db.add(_ex(i, dim=16), durable=False)
+    a = db.space_matrix(space)
+    b = db.space_matrix(space)
+    assert all(x is y for x, y in zip(a, b)) and len(a[0]) == 5
+    assert not a[0].flags.writeable and not a[1].flags.writeable and not a[2].flags.writeable
+    db.add(_ex(5, dim=16), durable=False)
+    c = db.space_matrix(space)
+    assert c[0] is not a[0] and len(c[0]) == 6 and c[0][-1] == db.get("ex5").rowid
+    np.testing.assert_array_equal(c[2][-1], db.vectors_of(db.get("ex5").rowid, space)[0])
+    gone = db.delete("ex2").rowid
+    d = db.space_matrix(space)
+    assert len(d[0]) == 5 and gone in set(c[0].tolist()) and gone not in set(d[0].tolist())
+    db.close()

@@ -75,6 +75,8 @@ class VectorIndex:
         self.watermark = 0
         #: Vectors added since the index was read from or written to its file.
         self.unsaved = 0
+        #: Bumped by every change to the vectors held (add, remove).
+        self.version = 0
 
     @property
     def ntotal(self) -> int:
@@ -113,6 +115,7 @@ class VectorIndex:
         self.index.add_with_ids(x, ids)
         self.watermark = max(self.watermark, int(ids.max()))
         self.unsaved += len(ids)
+        self.version += 1
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner products; ``(scores float32 (n, k), ids int64 (n, k))``, -1 = empty slot.
@@ -169,6 +172,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids):
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
+            self.version += 1
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, catalog_id: str | None = None) -> None:
@@ -266,6 +270,7 @@ class VectorIndex:
         self.index = index
         self.watermark = watermark
         self.unsaved = 0
+        self.version = 0
         return self
 
     def ids(self) -> np.ndarray:
