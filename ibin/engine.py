@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +426,7 @@ class _Cache:
     """Least-recently-used store of prepared exhibits and of pair comparisons, bounded in size."""
 
     def __init__(self, max_items: int = 2000, max_pairs: int = 200_000):
+        import threading
         from collections import OrderedDict
 
         self.items: "OrderedDict[int, _Prepared]" = OrderedDict()
@@ -706,12 +706,10 @@ def _polar_by_anchor(db, space: str, workers: int = 1):
 
     rowids, parts, x = db.space_matrix(space)
     key = ("polar-rows", space)
-    # concurrent searches on one handle: one of them derives, the others wait for it
-    with db.derived.setdefault("lock", threading.Lock()):
-        rows = db.derived.get(key)
-        if rows is None or not rows.update(rowids, parts, x, workers):
-            rows = db.derived[key] = PolarRows(rowids, parts, x, workers=workers)
-        return rowids, x, rows.by_anchor()
+    rows = db.derived.get(key)  # a handle serves one thread at a time (Database)
+    if rows is None or not rows.update(rowids, parts, x, workers):
+        rows = db.derived[key] = PolarRows(rowids, parts, x, workers=workers)
+    return rowids, x, rows.by_anchor()
 
 
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,
