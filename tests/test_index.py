@@ -325,3 +325,21 @@ def test_space_matrix_is_read_once_per_change_of_the_index(tmp_path):
     d = db.space_matrix(space)
     assert len(d[0]) == 5 and gone in set(c[0].tolist()) and gone not in set(d[0].tolist())
     db.close()
+
+
+def test_a_replaced_index_is_not_kept_alive_by_its_matrix(tmp_path):
+    """After a reindex the handle lets the old index go (its matrix may hold gigabytes)."""
+    import gc
+    import weakref
+
+    space = "cartridge/height"
+    db = Database.create(tmp_path / "db")
+    for i in range(5):
+        db.add(_ex(i, dim=16), durable=False)
+    db.space_matrix(space)
+    old = weakref.ref(db.index(space))
+    db.reindex()
+    gc.collect()
+    assert old() is None  # before any new search asks for the matrix
+    assert len(db.space_matrix(space)[0]) == 5
+    db.close()

@@ -869,7 +869,7 @@ class Database:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
             idx.add(ids, vecs)
-        self._indexes[space] = idx
+        self._set_index(space, idx)
         if idx.unsaved and not self.readonly and (idx.unsaved >= UNSAVED_SHARE * idx.ntotal or not path.exists()):
             try:
                 idx.save(path, catalog_id=self.catalog_id)
@@ -904,7 +904,7 @@ class Database:
         folder = self.path / "index"
         for space, idx in built.items():
             idx.save(self.index_path(space), catalog_id=self.catalog_id)
-            self._indexes[space] = idx
+            self._set_index(space, idx)
         keep = {self.index_path(s).name for s in built}
         removed = []
         for f in sorted([*folder.glob("*.faiss"), *folder.glob("*.faiss.json")]):
@@ -968,6 +968,12 @@ class Database:
     def _live_vector_ids(self, space: str, candidates: np.ndarray) -> np.ndarray:
         live = self._all_vector_ids(space)
         return live[np.isin(live, candidates)]
+
+    def _set_index(self, space: str, idx: VectorIndex) -> None:
+        """This handle's index of a space; a replaced one's matrix is let go (it may hold 2 GB at 1M)."""
+        if self._indexes.get(space) is not idx:
+            self._space_matrices.pop(space, None)
+        self._indexes[space] = idx
 
     def space_matrix(self, space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All vectors of an exact space: ``(exhibit rowids, parts, vectors)`` (vectors not copied).
