@@ -13,7 +13,11 @@ hands both stages to a pool of processes.
 
 * The pool belongs to one database (its path and catalog id) and is kept
   for the next searches: starting it costs a fraction of a second (imports),
-  paid once per process. A search on another database replaces it.
+  paid once per process. A search on another database replaces it. A
+  process's only lead list (``SearchParams.one_off``, the command line's
+  search with one query) starts none: in a fresh process one-off searches
+  took 1.27-1.30x as long with the pool as in threads
+  (``benchmarks/results/one_off.json``).
 * Each worker opens the database read-only and reads the records the search
   sends (the feature store is append-only, so a record once written never
   changes); it keeps the candidates it prepared until the next search, as a
@@ -129,13 +133,15 @@ def _main_hidden():
             setattr(main, k, v)
 
 
-def pool_for(db, workers: int, exhibits: int) -> Pool | None:
+def pool_for(db, workers: int, exhibits: int, *, start: bool = True) -> Pool | None:
     """The worker pool for searches of ``db``, or None where threads serve better.
 
     None when ``workers`` is 1, when the search runs over fewer than
     :data:`MIN_EXHIBITS` ``exhibits``, when it has no catalog id to tell it from
     a database later made at the same path, or in a daemonic process (which
-    may not start children, e.g. a worker of a caller's own pool).
+    may not start children, e.g. a worker of a caller's own pool). With
+    ``start`` False (a process's only lead list), only a pool already up
+    for ``db`` is used: none is started.
     """
     import multiprocessing
 
@@ -146,6 +152,8 @@ def pool_for(db, workers: int, exhibits: int) -> Pool | None:
     key = (os.path.realpath(db.path), db.catalog_id, int(workers))
     with _lock:
         if _current["key"] != key or _current["pool"].closed:
+            if not start:
+                return None
             if _current["pool"] is not None:
                 _current["pool"].close()
             _current["key"], _current["pool"] = key, Pool(str(db.path), workers)

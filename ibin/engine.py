@@ -88,6 +88,13 @@ class SearchParams:
         the same database (threads on databases of fewer than
         :data:`ibin._workers.MIN_EXHIBITS` exhibits, where starting them
         costs more than they save; see :mod:`ibin._workers`).
+    one_off : bool
+        The process makes this one lead list and ends (the command line's
+        search with one scan or one exhibit): the screen and the full
+        comparisons run in threads unless worker processes are already up
+        for this database. Starting them (each imports the scientific
+        stack) costs one lead list more than they save
+        (``benchmarks/results/one_off.json``).
     """
 
     top: int = 10
@@ -95,6 +102,7 @@ class SearchParams:
     verify: int = 20
     filters: Mapping[str, str] = field(default_factory=dict)
     workers: int = 2
+    one_off: bool = False
 
     def __post_init__(self) -> None:
         for name in ("top", "candidates", "verify", "workers"):
@@ -783,7 +791,8 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         t1 = time.perf_counter()
         on_file = db.count(kind=kind) if total is None else total
         # worker processes (started now, if new, while the index is searched) or threads
-        par = _Parallel(params.workers, _workers.pool_for(db, params.workers, on_file), _workers.new_token())
+        par = _Parallel(params.workers, _workers.pool_for(db, params.workers, on_file, start=not params.one_off),
+                        _workers.new_token())
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
         t2 = time.perf_counter()

@@ -81,9 +81,29 @@ def test_small_databases_and_one_worker_stay_in_threads(tmp_path):
     try:
         assert _workers.pool_for(db, 1, 10**6) is None
         assert _workers.pool_for(db, 2, _workers.MIN_EXHIBITS - 1) is None
+        assert _workers.pool_for(db, 2, 10**6, start=False) is None  # none up, none started
         assert _workers._current["pool"] is None
     finally:
         db.close()
+
+
+@pytest.mark.realdata
+def test_a_one_off_search_starts_no_worker_processes(slides_db):
+    """A process's only lead list stays in threads (same leads); a pool already up is used; the CLI's one query is one-off."""
+    from ibin import SearchParams, _workers, search_exhibits
+    from ibin.cli import main
+
+    alone = _lists(slides_db, 1)
+    q = alone[0][0]
+    p = SearchParams(top=3, verify=3, workers=2, one_off=True)
+    ll = next(iter(search_exhibits(slides_db, [q], params=p)))
+    assert _workers._current["pool"] is None
+    assert [(l.id, l.score, l.cmc, l.rotation_deg) for l in ll.leads] == alone[0][1]
+    assert main(["search", str(slides_db.path), "--id", q, "--format", "json"]) == 0
+    assert _workers._current["pool"] is None
+    assert main(["search", str(slides_db.path), "--id", q, "--id", alone[1][0], "--format", "json"]) == 0
+    pool = _workers._current["pool"]  # two lead lists: worker processes
+    assert pool is not None and _workers.pool_for(slides_db, 2, 12, start=False) is pool
 
 
 def test_split_and_join_are_inverse():

@@ -16,12 +16,15 @@ def add_search_arguments(p, *, top_help: str = "leads per list (default 10)") ->
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only exhibits with this metadata")
 
 
-def search_params(args):
-    """:class:`ibin.SearchParams` from the options of :func:`add_search_arguments`."""
+def search_params(args, *, one_off: bool = False):
+    """:class:`ibin.SearchParams` from the options of :func:`add_search_arguments`.
+
+    ``one_off``: the command makes one lead list and ends (no worker processes are started for it).
+    """
     from ..engine import SearchParams
 
     return SearchParams(top=args.top, candidates=args.candidates, verify=args.verify,
-                        filters=parse_pairs(args.filter, "--filter"))
+                        filters=parse_pairs(args.filter, "--filter"), one_off=one_off)
 
 
 def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of FILE and --id ID")
     if args.files and args.kind != "bullet" and len(args.files) > 1:
         raise ValueError(f"{len(args.files)} files given; report on one scan (or --kind bullet for a bullet's lands)")
-    params = search_params(args)
+    params = search_params(args, one_off=True)  # one lead list, then its pictures
     db = open_database(args.db, readonly=not args.files)
     try:
         kind = args.kind or (db.get(args.exhibit_id).kind if args.exhibit_id else "cartridge")

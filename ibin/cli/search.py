@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output and args.format:
         raise ValueError("--output writes JSON Lines to its file; --format is for stdout")
     args.format = args.format or "table"
-    params = search_params(args)
+    params = search_params(args, one_off=bool(args.files) or len(args.ids or ()) == 1)  # this process's only lead list
     db = open_database(args.db)
     log = None
     try:
