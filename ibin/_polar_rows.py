@@ -33,17 +33,15 @@ class _Growing:
     end, and a reallocated buffer leaves the old one to the views.
     """
 
-    def __init__(self, a: np.ndarray, headroom: int = 0):
+    def __init__(self, a: np.ndarray, headroom: int):
         self.n = len(a)
         b = a.base
         if isinstance(b, np.ndarray) and b.dtype == a.dtype and b.shape[1:] == a.shape[1:] \
                 and len(b) >= self.n + headroom and b.flags.c_contiguous and a.ctypes.data == b.ctypes.data:
             self._buf = b  # ``a`` is the start of a larger buffer (``CoarseSignatures.from_vectors(headroom=)``)
-        elif headroom:
+        else:
             self._buf = np.empty((self.n + headroom,) + a.shape[1:], a.dtype)
             self._buf[: self.n] = a
-        else:
-            self._buf = a
 
     def extend(self, more: np.ndarray) -> None:
         need = self.n + len(more)
@@ -68,7 +66,7 @@ class _Anchor:
         self.pp = pp
         spare = _headroom(len(positions))
         coarse = self._coarse(x, positions, spare, workers)
-        self.positions = _Growing(positions.astype(np.int64), spare)
+        self.positions = _Growing(np.asarray(positions, dtype=np.int64), spare)
         self.codes, self.scale = _Growing(coarse.codes, spare), _Growing(coarse.scale, spare)
         self._sort(rowids)
 
