@@ -185,3 +185,32 @@ def quantiles(x, qs=(50, 95)) -> dict:
 
     x = np.asarray(x, dtype=np.float64)
     return {f"p{q}": float(np.percentile(x, q)) for q in qs} | {"n": int(x.size)}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def family_cpu_s() -> float:
+    """CPU seconds of this process and of its child processes (a search's worker pool) so far.
+
+    Imports nothing beyond the standard library, so a benchmark's child
+    process may use it without pinning its native libraries.
+    """
+    me = os.getpid()
+    kids = []
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    return process_cpu_s(me) + sum(process_cpu_s(k) for k in kids)

@@ -40,22 +40,16 @@ import numpy as np  # noqa: E402
 from ._common import ROOT, environment, fadul_key, planted_database, quantiles, write  # noqa: E402
 
 _CHILD = """
-import json, os, sys, time
+import json, sys, time
 t0 = time.perf_counter()
+from benchmarks._common import family_cpu_s, worker_processes  # standard library only: nothing pinned
 from ibin import _workers, open_database, search_exhibits
 from ibin.engine import SearchParams
-
-def cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 db = open_database(sys.argv[1])
 ll = next(iter(search_exhibits(db, [sys.argv[2]], params=SearchParams(one_off=sys.argv[3] == "threads"))))
 t1 = time.perf_counter()
-pool = _workers._current["pool"]
-pids = list(getattr(pool._ex, "_processes", {}).keys()) if pool is not None else []
-out = {"in_process_s": t1 - t0, "cpu_s": cpu(os.getpid()) + sum(cpu(p) for p in pids), "worker_processes": len(pids),
+out = {"in_process_s": t1 - t0, "cpu_s": family_cpu_s(), "worker_processes": len(worker_processes()),
        "leads": [l.id for l in ll.leads], "timing_ms": ll.timing_ms}
 _workers.shutdown()
 db.close()

@@ -42,40 +42,14 @@ single_thread()
 
 import argparse  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, fadul_key, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
+from ._common import environment, fadul_key, family_cpu_s, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
 
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux ``/proc``; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def _family_cpu_s() -> float:
-    """CPU seconds of this process and of its child processes (the search's worker pool) so far."""
-    me = os.getpid()
-    kids = []
-    for d in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        kids.append(int(d))
-            except (OSError, ValueError, IndexError):
-                continue
-    return _cpu_s(me) + sum(_cpu_s(k) for k in kids)
 
 
 def padded_signatures(rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, rows: int, *, similarity: float,
@@ -139,9 +113,9 @@ def main(argv=None) -> dict:
     for i, q in enumerate(fadul + syn):
         kind = "fadul" if q in key else "synthetic"
         for m in (("as_is", "padded") if i % 2 == 0 else ("padded", "as_is")):  # alternate which goes first
-            cpu = _family_cpu_s()
+            cpu = family_cpu_s()
             ll = next(iter(search_exhibits(dbs[m], [q], params=params)))
-            times[m][kind]["cpu"].append((_family_cpu_s() - cpu) * 1e3)  # ms of CPU, this process and its workers
+            times[m][kind]["cpu"].append((family_cpu_s() - cpu) * 1e3)  # ms of CPU, this process and its workers
             for s in STAGES:
                 times[m][kind][s].append(ll.timing_ms[s])
             ids = [ld.id for ld in ll.leads]
