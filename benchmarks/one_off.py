@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import ROOT, environment, fadul_key, planted_database, quantiles, write  # noqa: E402
+from ._common import ROOT, environment, planted_database, planted_queries, quantiles, write  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -76,11 +76,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--queries", type=int, default=8, help="Fadul exhibits searched per database and mode")
     a = ap.parse_args(argv)
     env = environment(f"python -m benchmarks.one_off --work {a.work} --dbs {a.dbs} --queries {a.queries}")
-    fadul = sorted(fadul_key())
-    queries = fadul[:: max(1, len(fadul) // a.queries)][: a.queries]
+    from ibin import open_database
+
+    names = a.dbs.split(",")
+    with open_database(planted_database(a.work, names[0]), readonly=True) as first:
+        queries, _ = planted_queries(first.list(kind="cartridge"), a.queries, 0, seed=0)  # the same Fadul exhibits in each
     modes = ("threads", "processes")
     result = {"what": __doc__.split("\n\n")[0], "environment": env, "queries": queries, "databases": {}}
-    for name in a.dbs.split(","):
+    for name in names:
         db = planted_database(a.work, name)
         runs = {m: [] for m in modes}
         same = 0
