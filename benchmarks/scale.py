@@ -362,7 +362,7 @@ def _first_pass_vs_dense(U: Universe, queries) -> dict:
             t = time.perf_counter()
             ang = np.arange(4 * h) * (2 * np.pi / (4 * h))
             rot = q[None, :, :h] * np.exp(1j * np.outer(ang, np.arange(1, h + 1)))[:, None, :]  # (A, R, h)
-            V = np.stack([rot.real, rot.imag], axis=1).transpose(0, 3, 1, 2).reshape(len(ang), -1).T
+            V = np.stack([rot.real, rot.imag], axis=1).reshape(len(ang), -1).T
             V = np.ascontiguousarray(V, dtype=np.float32)  # rows in the coarse_columns order
             dense = np.concatenate([(C[s:s + (1 << 15)] @ V).max(axis=1) for s in range(0, len(C), 1 << 15)])
             base.append(time.perf_counter() - t)

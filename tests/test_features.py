@@ -228,8 +228,8 @@ def test_first_pass_is_the_rotation_maximum_on_the_first_harmonics():
         alpha = np.arange(4 * h) * (2 * np.pi / (4 * h))
 
         def rotation_maximum(stored):  # (n, 2 R h) coarse_columns layout -> best score over the 4 h angles
-            v = stored.reshape(n, h, 2, R)
-            Dh = (v[:, :, 0] + 1j * v[:, :, 1]).transpose(0, 2, 1)  # (n, R, h)
+            v = stored.reshape(n, 2, R, h)
+            Dh = v[:, 0] + 1j * v[:, 1]  # (n, R, h)
             P = np.einsum("km,nkm->nm", q[:, :h].astype(np.complex128), np.conj(Dh))  # (n, h)
             return (P @ np.exp(1j * np.outer(np.arange(1, h + 1), alpha))).real.max(axis=1)
 

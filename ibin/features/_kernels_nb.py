@@ -93,40 +93,46 @@ def dft_power(z, pixel_um, freqs):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def harmonic_products_q(x, scale, w, out):  # pragma: no cover - compiled
+def harmonic_products_q(x, scale, w, pos, out):  # pragma: no cover - compiled
     """Per-harmonic inner products of 8-bit stored polar signatures with a query.
 
-    ``x`` (n, h * L) int8 and ``scale`` (n,) float32: stored signature ``i``
-    is ``x[i] * scale[i]``, holding harmonic after harmonic the ``L = 2 R``
-    real then imaginary parts of its ``R`` ring coefficients
-    (:func:`ibin.features._polar.coarse_columns`); ``w`` (h, 2, L) float32 the
-    query's weights giving, for harmonic ``m``, the real (``w[m, 0]``) and
-    imaginary (``w[m, 1]``) part of ``sum_k q_km conj(d_km)``. Writes
-    ``out`` (n, 2 h): the real then imaginary parts of the products of the
-    odd harmonics (1, 3, ...), then the real then imaginary parts of the
-    even ones (2, 4, ...).
+    ``x`` (n, L h) int8 and ``scale`` (n,) float32: stored signature ``i``
+    is ``x[i] * scale[i]``, holding for each of its ``L = 2 R`` parts (the
+    real parts of its ``R`` rings, then their imaginary parts) the ``h``
+    harmonics in order (:func:`ibin.features._polar.coarse_columns`).
+    ``w`` (L, 2 h) float32 holds the query's weights: part ``j`` of
+    harmonic ``m`` adds ``w[j, m]`` times the code to the real part of
+    ``sum_k q_km conj(d_km)`` and ``w[j, h + m]`` times it to the imaginary
+    part. Writes the real part of harmonic ``m`` to ``out[i, pos[m]]`` and
+    its imaginary part to ``out[i, pos[h + m]]`` (``out`` (n, 2 h) float32).
+
+    With the harmonics innermost, the loops run along contiguous codes into
+    a row of accumulators (no sum across SIMD lanes), two stored signatures
+    at a time so that each weight loaded serves both.
     """
     n = x.shape[0]
-    h = w.shape[0]
-    L = w.shape[2]
-    no = (h + 1) // 2
-    ne = h // 2
-    for i in range(n):
-        for m in range(h):  # harmonic m + 1
-            o = m * L
-            sr = np.float32(0.0)
-            si = np.float32(0.0)
-            for j in range(L):
-                v = np.float32(x[i, o + j])
-                sr += v * w[m, 0, j]
-                si += v * w[m, 1, j]
-            k = m // 2
-            if m % 2 == 0:  # odd harmonic
-                out[i, k] = sr * scale[i]
-                out[i, no + k] = si * scale[i]
-            else:
-                out[i, 2 * no + k] = sr * scale[i]
-                out[i, 2 * no + ne + k] = si * scale[i]
+    L = w.shape[0]
+    h2 = w.shape[1]
+    h = h2 // 2
+    acc = np.empty((2, h2), np.float32)
+    for i0 in range(0, n, 2):
+        i1 = min(i0 + 1, n - 1)
+        acc[:] = 0.0
+        for j in range(L):
+            o = j * h
+            for m in range(h):
+                v = np.float32(x[i0, o + m])
+                u = np.float32(x[i1, o + m])
+                a = w[j, m]
+                b = w[j, h + m]
+                acc[0, m] += v * a
+                acc[0, h + m] += v * b
+                acc[1, m] += u * a
+                acc[1, h + m] += u * b
+        for t in range(min(2, n - i0)):
+            s = scale[i0 + t]
+            for k in range(h2):
+                out[i0 + t, pos[k]] = acc[t, k] * s
 
 
 @njit(cache=True, nogil=True)
@@ -158,20 +164,22 @@ def quantise_rows(x, rows, cols, codes, scale):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, fastmath=True)
 def row_max_half_turn(odd, even, out):  # pragma: no cover - compiled
-    """``out[i] = max_j(even[i, j] + |odd[i, j]|)`` for float32 matrices (n, a).
+    """``out[i] = max_j(even[j, i] + |odd[j, i]|)`` for float32 matrices (a, n).
 
     With ``odd`` and ``even`` the odd and even harmonics' parts of a
     rotation score at angles ``alpha_j`` of a half turn, the score at
     ``alpha_j`` is ``even + odd`` and at ``alpha_j + pi`` it is
-    ``even - odd``: this is the best over the whole turn.
+    ``even - odd``: this is the best over the whole turn. Angles are rows,
+    so the inner loop runs along contiguous memory, a SIMD lane per column.
     """
-    for i in range(odd.shape[0]):
-        best = even[i, 0] + abs(odd[i, 0])
-        for j in range(1, odd.shape[1]):
-            v = even[i, j] + abs(odd[i, j])
-            if v > best:
-                best = v
-        out[i] = best
+    a, n = odd.shape
+    for i in range(n):
+        out[i] = even[0, i] + abs(odd[0, i])
+    for j in range(1, a):
+        for i in range(n):
+            v = even[j, i] + abs(odd[j, i])
+            if v > out[i]:
+                out[i] = v
 
 
 @njit(cache=True, nogil=True, fastmath=True)
