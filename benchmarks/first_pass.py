@@ -122,10 +122,11 @@ def main(argv=None) -> dict:
     result = {"what": __doc__.split("\n\n")[0], "environment": env, "rows": a.rows, "coarse_harmonics": h,
               "rings": R, "repeats": a.repeats}
     for workers in (1, 2):
+        dev = 0.0
         for q in queries:  # warm-up (kernels loaded) and the same scores
             now, before = modes["now"](q, workers), modes["before"](q, workers)
-            dev = float(np.abs(now - before).max() / np.abs(before).max())
-            assert dev < 1e-5, f"the first pass changed its scores ({dev:.2e} of the best)"
+            dev = max(dev, float(np.abs(now - before).max() / np.abs(before).max()))
+        assert dev < 1e-5, f"the first pass changed its scores ({dev:.2e} of the best)"
         wall = {m: [] for m in modes}
         cpu = {m: [] for m in modes}
         for r in range(a.repeats):
