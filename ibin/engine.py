@@ -537,18 +537,21 @@ def _screen_item(qs, arrays: Mapping[str, np.ndarray], hints) -> float:
 
 
 def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", par: _Parallel | None = None,
-            more_hints: Mapping[int, float] | None = None) -> list:
-    """The ``keep`` records with the best coarse areal correlation (all when there are few).
+            more_hints: Mapping[int, float] | None = None, floor: float | None = None) -> tuple[list, float | None]:
+    """The ``keep`` records with the best coarse areal correlation, and the score of the last one kept.
 
     Each candidate is tried at the rotation its polar signatures give
     against the query's (when both have a like anchor), at the rotation
     ``more_hints`` gives for it (degrees, candidate onto query), and at its
     strongest spectral hypothesis (:class:`ibin.correlate.QueryScreen`).
+    Records scoring below ``floor`` are not kept. Without a floor, all are
+    kept unscreened when there are no more than ``keep`` (the score is then
+    None).
     """
     # all read next (headers here, arrays in the workers, the kept ones in full): asked of the disk at once
     db.prefetch(records)
-    if len(records) <= keep:
-        return list(records)
+    if not records or (len(records) <= keep and floor is None):
+        return list(records), None
     par = par or _Parallel()
     hints: dict[int, list[float]] = {r: [h] for r, h in
                                      _polar_rotations(db, query.prep, kind, [rec.rowid for rec in records]).items()}
@@ -562,8 +565,9 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
     if scores is None:
         qs = _query_screen(query, shape)
         scores = map_threads(lambda t: _screen_item(qs, t[0], t[1][1]), list(zip(stored, items)), par.workers)
-    ranked = sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))
-    return [rec for _, rec in ranked[:keep]]
+    ranked = [t for t in sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))[:keep]
+              if floor is None or t[0] >= floor]
+    return [rec for _, rec in ranked], (float(ranked[-1][0]) if ranked else None)
 
 
 def _compare_one(query: _Prepared, cand: _Prepared):
@@ -639,22 +643,36 @@ def _candidates(db, prep, kind: str, params: SearchParams, exclude_rowid: int | 
     rotation- and translation-invariant spectral descriptor, which needs no
     anchor. The union goes to the screen.
     """
-    allowed = None
-    if params.filters:
-        allowed = db.rowids(kind=kind, modality=prep.modality, filters=params.filters)
+    return _candidates_many(db, [prep], kind, params, [exclude_rowid])[0]
+
+
+def _candidates_many(db, preps: Sequence, kind: str, params: SearchParams,
+                     exclude_rowids: Sequence[int | None]) -> list[list]:
+    """:func:`_candidates` of several queries (``exclude_rowids[i]`` left out of query ``i``'s).
+
+    The polar searches share the ``params.workers`` threads
+    (:func:`_polar_candidates_many`), the spectral descriptors are searched in
+    one call and the catalog is read once.
+    """
     k = max(params.candidates, params.n_verify)
-    scores: dict[int, float] = {}
-    for rowid, s in _polar_candidates(db, prep, kind, k + 1, allowed, workers=params.workers):
-        if rowid != exclude_rowid:
-            scores[rowid] = s
-    k_spec = max(1, k // 4) + (1 if exclude_rowid is not None else 0)
-    space = f"{kind}/{prep.modality}"
-    _, rowids, _ = db.search_vectors(space, prep.descriptor[None], k_spec, allowed_rowids=allowed)
-    spectral = [int(r) for r in rowids[0] if r >= 0 and r != exclude_rowid]
-    polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
-    ids = polar_order + [r for r in spectral if r not in scores]
-    recs = db.get_rowids(ids)
-    return [recs[i] for i in ids if i in recs]
+    k_spec = max(1, k // 4)
+    by_modality: dict[str, list[int]] = {}
+    for i, prep in enumerate(preps):
+        by_modality.setdefault(prep.modality, []).append(i)
+    out_ids: list = [None] * len(preps)
+    for modality, which in by_modality.items():
+        allowed = db.rowids(kind=kind, modality=modality, filters=params.filters) if params.filters else None
+        polar = _polar_candidates_many(db, [preps[i] for i in which], kind, k + 1, allowed, workers=params.workers)
+        _, spectral, _ = db.search_vectors(f"{kind}/{modality}", np.stack([preps[i].descriptor for i in which]),
+                                           k_spec + 1, allowed_rowids=allowed)
+        for i, best, row in zip(which, polar, spectral):
+            ex = exclude_rowids[i]
+            scores = {rowid: s for rowid, s in best if rowid != ex}
+            polar_order = sorted(scores, key=lambda r: -scores[r])[:k]
+            spec = [int(r) for r in row[: k_spec + (ex is not None)] if r >= 0 and r != ex]
+            out_ids[i] = polar_order + [r for r in spec if r not in scores]
+    recs = db.get_rowids(sorted({r for ids in out_ids for r in ids}))
+    return [[recs[r] for r in ids if r in recs] for ids in out_ids]
 
 
 #: Below this many exhibits the spectral descriptors are searched exactly.
@@ -723,30 +741,57 @@ def _polar_by_anchor(db, space: str, workers: int = 1):
 def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,
                       workers: int = 1) -> list[tuple[int, float]]:
     """Exhibits whose polar signatures correlate best with the query's at any rotation."""
+    return _polar_candidates_many(db, [prep], kind, k, allowed, workers)[0]
+
+
+def _polar_candidates_many(db, preps: Sequence, kind: str, k: int, allowed: np.ndarray | None,
+                           workers: int = 1) -> list[list[tuple[int, float]]]:
+    """:func:`_polar_candidates` of several queries of one modality, sharing ``workers`` threads.
+
+    With at least as many queries as threads, each query is searched in
+    one thread: the first pass is compute-bound, and splitting each pass
+    over the threads in turn costs more CPU than running whole passes side
+    by side (the blocks' Python calls contend for the interpreter). For
+    query expansion's two leads at 1M signatures, 319 against 358 ms p50
+    (``benchmarks/results/expansion.json``). The database is read in the
+    calling thread only.
+    """
     from .features._polar import rotation_max_top
 
-    if prep.polar is None:
-        return []
-    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, prep.modality), workers)
+    preps = list(preps)
+    live = [p for p in preps if p.polar is not None]
+    if not live:
+        return [[] for _ in preps]
+    rowids, x, by_anchor = _polar_by_anchor(db, _polar_space(kind, live[0].modality), workers)
     if len(rowids) == 0:
-        return []
-    best: dict[int, float] = {}
-    for anchor, C in zip(prep.anchors, prep.polar):
-        entry = by_anchor.get(ANCHOR_PARTS[anchor])
-        if entry is None:
-            continue
-        sel, coarse = entry[:2]
+        return [[] for _ in preps]
+    entries = {}  # anchor part -> (rows, coarse), the filter applied once
+    for part in {ANCHOR_PARTS[a] for p in live for a in p.anchors} & by_anchor.keys():
+        sel, coarse = by_anchor[part][:2]
         if allowed is not None:
             keep = np.flatnonzero(np.isin(rowids[sel], allowed))
             sel, coarse = sel[keep], coarse[keep]
-        if len(sel) == 0:
-            continue
-        idx, score = rotation_max_top(C, x, min(k, len(sel)), coarse=coarse, rows=sel, workers=workers)
-        for r, s in zip(rowids[sel[idx]], score):
-            r = int(r)
-            if s > best.get(r, -np.inf):
-                best[r] = float(s)
-    return sorted(best.items(), key=lambda t: -t[1])[:k]
+        if len(sel):
+            entries[part] = (sel, coarse)
+    inner = 1 if len(preps) >= workers else workers
+
+    def one(prep) -> list[tuple[int, float]]:
+        best: dict[int, float] = {}
+        if prep.polar is None:
+            return []
+        for anchor, C in zip(prep.anchors, prep.polar):
+            entry = entries.get(ANCHOR_PARTS[anchor])
+            if entry is None:
+                continue
+            sel, coarse = entry
+            idx, score = rotation_max_top(C, x, min(k, len(sel)), coarse=coarse, rows=sel, workers=inner)
+            for r, s in zip(rowids[sel[idx]], score):
+                r = int(r)
+                if s > best.get(r, -np.inf):
+                    best[r] = float(s)
+        return sorted(best.items(), key=lambda t: -t[1])[:k]
+
+    return map_threads(one, preps, workers) if inner == 1 else [one(p) for p in preps]
 
 
 def _polar_rotations(db, prep, kind: str, rowids_wanted: Sequence[int]) -> dict[int, float]:
@@ -796,12 +841,12 @@ def _lead_list(db, kind, query_id, query_file, q: _Prepared, params: SearchParam
         cands = _candidates(db, q.prep, kind, params,
                             exclude_rowid=query_rowid if query_rowid is not None else exclude_rowid)
         t2 = time.perf_counter()
-        verified = _screen(q, cands, db, params.n_verify, kind=kind, par=par)
+        verified, cut = _screen(q, cands, db, params.n_verify, kind=kind, par=par)
         t3 = time.perf_counter()
         ranked = _rerank(q, verified, db, cache, query_rowid=query_rowid, par=par)
         t4 = time.perf_counter()
         ranked = _expand(db, kind, q, params, cache, ranked, cands, query_rowid=query_rowid,
-                         exclude=(query_rowid, exclude_rowid), par=par)
+                         exclude=(query_rowid, exclude_rowid), par=par, screen_floor=cut)
         t5 = time.perf_counter()
     leads = tuple(_lead(i + 1, rec, r) for i, (_, rec, r) in enumerate(ranked[: params.top]))
     # the examiners' verdicts on these pairs, when the query is an exhibit on file
@@ -829,7 +874,8 @@ EXPAND_LEADS = 2
 
 
 def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ranked: list, cands: list,
-            *, query_rowid: int | None, exclude: tuple, par: _Parallel | None = None) -> list:
+            *, query_rowid: int | None, exclude: tuple, par: _Parallel | None = None,
+            screen_floor: float | None = None) -> list:
     """Query expansion: the candidates of identified leads join the screen and the full comparison.
 
     A lead with at least :data:`IDENTIFICATION_CMC` congruent cells came
@@ -839,10 +885,16 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
     is the "total recall" query expansion of image retrieval (Chum et al.,
     ICCV 2007), made safe by the full comparison that every added exhibit
     still goes through. At most :data:`EXPAND_LEADS` leads are expanded,
-    each with a quarter of the candidate budget; the added exhibits are
-    screened (also at their rotation onto the lead, composed with the
-    lead's registered rotation onto the query) and the best
-    ``verify // 2`` compared in full.
+    each with a quarter of the candidate budget (their searches side by
+    side, :func:`_candidates_many`); the added exhibits are screened
+    against the query (also at their rotation onto the lead, composed with
+    the lead's registered rotation onto the query), and at most
+    ``verify // 2`` of them are compared in full: those whose screen score
+    reaches ``screen_floor``, the score of the last candidate the query's
+    own screen sent to the full comparison. An added exhibit is thus
+    compared in full when the screen would have sent it there had the
+    query's candidate stage found it; what expansion recovers is what the
+    candidate stage missed, not what the screen rejects.
     """
     from dataclasses import replace
 
@@ -852,10 +904,11 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
         return ranked
     seen = {rec.rowid for rec in cands} | {r for r in exclude if r is not None}
     sub = replace(params, candidates=max(1, params.candidates // 4), verify=1, top=1)
+    leads = [cache.prep(db, rec) for rec, _ in strong]  # their signatures suffice
+    found = _candidates_many(db, leads, kind, sub, [rec.rowid for rec, _ in strong])
     extra, hints = [], {}
-    for rec, r in strong:
-        lead = cache.prep(db, rec)  # its signatures suffice
-        new = [c for c in _candidates(db, lead, kind, sub, exclude_rowid=rec.rowid) if c.rowid not in seen]
+    for (rec, r), lead, cand in zip(strong, leads, found):
+        new = [c for c in cand if c.rowid not in seen]
         # rotation onto the query through the lead: candidate -> lead (polar) then lead -> query (registered)
         for c_rowid, rot in _polar_rotations(db, lead, kind, [c.rowid for c in new]).items():
             hints[c_rowid] = rot + r.rotation_deg
@@ -863,7 +916,10 @@ def _expand(db, kind: str, q: _Prepared, params: SearchParams, cache: _Cache, ra
         extra += new
     if not extra:
         return ranked
-    screened = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, par=par, more_hints=hints)
+    screened, _ = _screen(q, extra, db, max(1, params.n_verify // 2), kind=kind, par=par, more_hints=hints,
+                          floor=screen_floor)
+    if not screened:
+        return ranked
     more = _rerank(q, screened, db, cache, query_rowid=query_rowid, par=par)
     return sorted(ranked + more, key=lambda t: (-t[0], t[1].id))
 

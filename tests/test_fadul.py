@@ -74,6 +74,53 @@ def test_query_expansion_finds_mates_the_candidates_missed(tmp_path, monkeypatch
     monkeypatch.setattr(engine, "EXPAND_LEADS", 0)
     ll = next(iter(search_exhibits(db, ["Fadul_Z"], params=p)))
     assert "Fadul_3-1" not in {l.id for l in ll.leads}  # the miss is real without expansion
+    monkeypatch.setattr(engine, "EXPAND_LEADS", 2)
+
+    # with fewer full comparisons than candidates the query's screen has a cut, and the
+    # exhibits expansion adds are compared in full only when they reach it
+    screens, reranks = [], []
+    own_screen, own_rerank = engine._screen, engine._rerank
+
+    def screen(q, records, db_, keep, **kw):
+        out = own_screen(q, records, db_, keep, **kw)
+        screens.append((kw.get("floor"), out))
+        return out
+
+    def rerank(q, records, db_, cache, **kw):
+        reranks.append([r.id for r in records])
+        return own_rerank(q, records, db_, cache, **kw)
+
+    monkeypatch.setattr(engine, "_screen", screen)
+    monkeypatch.setattr(engine, "_rerank", rerank)
+    ll = next(iter(search_exhibits(db, ["Fadul_Z"], params=SearchParams(top=5, verify=5))))
+    (floor0, (_, cut)), (floor1, (kept, last)) = screens
+    assert floor0 is None and cut is not None and floor1 == cut
+    assert [r.id for r in kept] == reranks[1] == ["Fadul_3-1"] and last >= cut
+    mates = [l.id for l in ll.leads if fire[l.id] == fire["Fadul_Z"]]
+    assert "Fadul_3-1" in mates and [l.id for l in ll.leads[: len(mates)]] == mates
+    db.close()
+
+
+@pytest.mark.realdata
+def test_screen_floor(tmp_path):
+    """The screen keeps, best first, at most ``keep`` records scoring at least ``floor``, and reports the last one's score."""
+    import ibin.engine as engine
+    from ibin import ingest, open_database
+
+    d, key = _key()
+    files = sorted(f for f, fa in key.items() if fa in ("fadul-slide-1", "fadul-slide-2"))
+    db = open_database(tmp_path / "db", create=True)
+    ingest(db, [d / f for f in files])
+    q = engine._Cache().prepared(db, db.get("Fadul_1-1"))
+    records = [r for r in db.list(kind="cartridge") if r.id != "Fadul_1-1"]
+    alone = {r.id: engine._screen(q, [r], db, 1, floor=-np.inf)[1] for r in records}
+    ranked = sorted(alone, key=lambda i: (-alone[i], i))
+    assert engine._screen(q, records, db, len(records)) == (records, None)  # few enough: kept unscreened
+    kept, last = engine._screen(q, records, db, len(records), floor=alone[ranked[3]])
+    assert [r.id for r in kept] == ranked[:4] and last == alone[ranked[3]]
+    kept, last = engine._screen(q, records, db, 2, floor=-np.inf)
+    assert [r.id for r in kept] == ranked[:2] and last == alone[ranked[1]]
+    assert engine._screen(q, records, db, 2, floor=np.inf) == ([], None)
     db.close()
 
 

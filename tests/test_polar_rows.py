@@ -125,3 +125,30 @@ def test_a_search_after_an_ingest_derives_only_the_new_exhibit(tmp_path):
     assert db.derived[("polar-rows", space)] is not kept and len(rowids) == 59
     _same(after, PolarRows(*db.space_matrix(space)).by_anchor())
     db.close()
+
+
+def test_several_queries_side_by_side_give_each_query_its_own_candidates(tmp_path):
+    """Query expansion searches its leads together (one thread each): the same candidates as one search per lead."""
+    from ibin import SearchParams, engine
+    from ibin.index import Database
+
+    rng = np.random.default_rng(8)
+    x = _signatures(80, rng)
+    db = Database.create(tmp_path / "db")
+    for i in range(80):
+        db.add(_polar_exhibit(i, x[i]), durable=False)
+    preps = [SimpleNamespace(polar=[from_vector(x[i], PP.rings_kept)], anchors=["firing_pin"], modality="height",
+                             descriptor=np.zeros(8, np.float32)) for i in (7, 41, 63)]
+    preps.append(SimpleNamespace(polar=None, anchors=[], modality="height", descriptor=np.zeros(8, np.float32)))
+    alone = [engine._polar_candidates(db, p, "cartridge", 6, None, workers=1) for p in preps]
+    for workers in (1, 2, 4):
+        assert engine._polar_candidates_many(db, preps, "cartridge", 6, None, workers=workers) == alone
+    assert [r[0][0] for r in alone[:3]] == [db.get(f"ex{i}").rowid for i in (7, 41, 63)]
+    assert alone[3] == []
+    params = SearchParams(candidates=5, verify=1, top=1)
+    excl = [db.get("ex7").rowid, None, db.get("ex63").rowid, None]
+    one_by_one = [[r.id for r in engine._candidates(db, p, "cartridge", params, exclude_rowid=e)] for p, e in zip(preps, excl)]
+    together = [[r.id for r in c] for c in engine._candidates_many(db, preps, "cartridge", params, excl)]
+    assert together == one_by_one
+    assert "ex7" not in together[0] and together[1][0] == "ex41" and "ex63" not in together[2]
+    db.close()
