@@ -118,6 +118,21 @@ def planted_queries(recs, fadul: int, synthetic: int, seed: int) -> tuple[list[s
     return fa, [syn[i] for i in pick]
 
 
+def new_hits() -> dict:
+    """Hit counts of a planted database's queries, to fill with :func:`count_hit`."""
+    return {"fadul_top1": 0, "fadul_top10_all_mates": 0, "synthetic_top1": 0}
+
+
+def count_hit(hits: dict, query: str, ids: list[str], key: dict[str, str]) -> None:
+    """Add one lead list (its lead ids, best first) to ``hits``: the Fadul query's mates (``key``) or the synthetic one's twin first."""
+    if query in key:
+        mates = {n for n in key if n != query and key[n] == key[query]}
+        hits["fadul_top1"] += bool(ids) and key.get(ids[0]) == key[query]
+        hits["fadul_top10_all_mates"] += mates <= set(ids[:10])
+    else:
+        hits["synthetic_top1"] += bool(ids) and ids[0].rsplit("-", 1)[0] == query.rsplit("-", 1)[0]
+
+
 def worker_processes() -> list:
     """The processes of the current search worker pool (:mod:`ibin._workers`); empty without one."""
     from ibin import _workers

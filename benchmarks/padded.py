@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, fadul_key, family_cpu_s, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
+from ._common import count_hit, environment, fadul_key, family_cpu_s, new_hits, planted_database, planted_queries, quantiles, variant, write  # noqa: E402
 
 STAGES = ("candidates", "screen", "rerank", "expand", "total")
 
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     for db in dbs.values():  # warm-up: indexes and derived arrays loaded, worker pool started, kernels compiled
         next(iter(search_exhibits(db, [fadul[0]], params=params)))
     times = {m: {q: {s: [] for s in (*STAGES, "cpu")} for q in ("fadul", "synthetic")} for m in dbs}
-    hits = {m: {"fadul_top1": 0, "fadul_top10_all_mates": 0, "synthetic_top1": 0} for m in dbs}
+    hits = {m: new_hits() for m in dbs}
     for i, q in enumerate(fadul + syn):
         kind = "fadul" if q in key else "synthetic"
         for m in (("as_is", "padded") if i % 2 == 0 else ("padded", "as_is")):  # alternate which goes first
@@ -119,12 +119,7 @@ def main(argv=None) -> dict:
             for s in STAGES:
                 times[m][kind][s].append(ll.timing_ms[s])
             ids = [ld.id for ld in ll.leads]
-            if kind == "fadul":
-                mates = {n for n in key if n != q and key[n] == key[q]}
-                hits[m]["fadul_top1"] += bool(ids) and key.get(ids[0]) == key[q]
-                hits[m]["fadul_top10_all_mates"] += mates <= set(ids[:10])
-            else:
-                hits[m]["synthetic_top1"] += bool(ids) and ids[0].rsplit("-", 1)[0] == q.rsplit("-", 1)[0]
+            count_hit(hits[m], q, ids, key)
     _workers.shutdown()
     out = {m: {k: {s: quantiles(np.array(v)) for s, v in by.items() if v} for k, by in t_.items()} for m, t_ in times.items()}
     ratio = {k: {s: out["padded"][k][s]["p50"] / out["as_is"][k][s]["p50"] for s in (*STAGES, "cpu")}
