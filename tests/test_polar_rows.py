@@ -145,6 +145,10 @@ def test_several_queries_side_by_side_give_each_query_its_own_candidates(tmp_pat
         assert engine._polar_candidates_many(db, preps, "cartridge", 6, None, workers=workers) == alone
     assert [r[0][0] for r in alone[:3]] == [db.get(f"ex{i}").rowid for i in (7, 41, 63)]
     assert alone[3] == []
+    allowed = np.array(sorted(db.get(f"ex{i}").rowid for i in range(0, 80, 3)), dtype=np.int64)  # a metadata filter
+    kept = [engine._polar_candidates(db, p, "cartridge", 6, allowed, workers=1) for p in preps]
+    assert engine._polar_candidates_many(db, preps, "cartridge", 6, allowed, workers=2) == kept
+    assert all(len(r) == 6 and {i for i, _ in r} <= set(allowed.tolist()) for r in kept[:3])
     params = SearchParams(candidates=5, verify=1, top=1)
     excl = [db.get("ex7").rowid, None, db.get("ex63").rowid, None]
     one_by_one = [[r.id for r in engine._candidates(db, p, "cartridge", params, exclude_rowid=e)] for p, e in zip(preps, excl)]
