@@ -1,6 +1,6 @@
 """The polar signatures of a descriptor space grouped by anchor, kept up to date as the index grows.
 
-The candidate stage (:func:`ibin.engine._polar_candidates`) reads, for each
+The candidate stage (:func:`ibin.engine._polar_candidates_many`) reads, for each
 anchor, the rows of the space's signature matrix that belong to it, their
 first harmonics in 8 bits (:class:`~ibin.features._polar.CoarseSignatures`)
 and their exhibit rowids sorted for lookups. Deriving these from a matrix of

@@ -738,16 +738,11 @@ def _polar_by_anchor(db, space: str, workers: int = 1):
     return rowids, x, rows.by_anchor()
 
 
-def _polar_candidates(db, prep, kind: str, k: int, allowed: np.ndarray | None,
-                      workers: int = 1) -> list[tuple[int, float]]:
-    """Exhibits whose polar signatures correlate best with the query's at any rotation."""
-    return _polar_candidates_many(db, [prep], kind, k, allowed, workers)[0]
-
-
 def _polar_candidates_many(db, preps: Sequence, kind: str, k: int, allowed: np.ndarray | None,
                            workers: int = 1) -> list[list[tuple[int, float]]]:
-    """:func:`_polar_candidates` of several queries of one modality, sharing ``workers`` threads.
+    """For each query (of one modality), the exhibits whose polar signatures correlate best with its own at any rotation.
 
+    ``(rowid, score)`` pairs, best first; the queries share ``workers`` threads.
     With at least as many queries as threads, each query is searched in
     one thread: the first pass is compute-bound, and splitting each pass
     over the threads in turn costs more CPU than running whole passes side

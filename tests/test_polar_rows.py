@@ -118,7 +118,7 @@ def test_a_search_after_an_ingest_derives_only_the_new_exhibit(tmp_path):
         _same(by_anchor, engine._polar_by_anchor(fresh, space)[2])
     # the newest exhibit is its own best candidate on this handle
     prep = SimpleNamespace(polar=[from_vector(x[59], PP.rings_kept)], anchors=["firing_pin"], modality="height")
-    best = engine._polar_candidates(db, prep, "cartridge", 3, None)
+    best = engine._polar_candidates_many(db, [prep], "cartridge", 3, None)[0]
     assert db.get_rowids([best[0][0]])[best[0][0]].id == "ex59"
     db.delete("ex20")  # this handle's index drops its row (a fresh handle's file keeps it until a reindex)
     rowids, _, after = engine._polar_by_anchor(db, space)
@@ -140,13 +140,13 @@ def test_several_queries_side_by_side_give_each_query_its_own_candidates(tmp_pat
     preps = [SimpleNamespace(polar=[from_vector(x[i], PP.rings_kept)], anchors=["firing_pin"], modality="height",
                              descriptor=np.zeros(8, np.float32)) for i in (7, 41, 63)]
     preps.append(SimpleNamespace(polar=None, anchors=[], modality="height", descriptor=np.zeros(8, np.float32)))
-    alone = [engine._polar_candidates(db, p, "cartridge", 6, None, workers=1) for p in preps]
+    alone = [engine._polar_candidates_many(db, [p], "cartridge", 6, None, workers=1)[0] for p in preps]
     for workers in (1, 2, 4):
         assert engine._polar_candidates_many(db, preps, "cartridge", 6, None, workers=workers) == alone
     assert [r[0][0] for r in alone[:3]] == [db.get(f"ex{i}").rowid for i in (7, 41, 63)]
     assert alone[3] == []
     allowed = np.array(sorted(db.get(f"ex{i}").rowid for i in range(0, 80, 3)), dtype=np.int64)  # a metadata filter
-    kept = [engine._polar_candidates(db, p, "cartridge", 6, allowed, workers=1) for p in preps]
+    kept = [engine._polar_candidates_many(db, [p], "cartridge", 6, allowed, workers=1)[0] for p in preps]
     assert engine._polar_candidates_many(db, preps, "cartridge", 6, allowed, workers=2) == kept
     assert all(len(r) == 6 and {i for i, _ in r} <= set(allowed.tolist()) for r in kept[:3])
     params = SearchParams(candidates=5, verify=1, top=1)
