@@ -52,15 +52,12 @@ def main(argv=None) -> dict:
     import ibin.engine as engine
     from ibin import SearchParams, _workers, open_database, search_exhibits
 
-    from .padded import padded_signatures
+    from .padded import pad_handle
 
     env = environment(f"python -m benchmarks.expansion --work {a.work} --db {a.db} --rows {a.rows} "
                       f"--similarity {a.similarity} --synthetic {a.synthetic}")
     db = open_database(planted_database(a.work, a.db), readonly=True)
-    space = next(s for s in db.spaces() if "-polar/" in s)
-    grown = padded_signatures(*db.space_matrix(space), a.rows, similarity=a.similarity)
-    own_matrix = db.space_matrix
-    db.space_matrix = lambda s: grown if s == space else own_matrix(s)
+    counts = pad_handle(db, a.rows, similarity=a.similarity)
 
     own_expand, own_many, own_rerank = engine._expand, engine._candidates_many, engine._rerank
     state = {"variant": "now", "in_expand": False, "compared": 0}
@@ -118,7 +115,7 @@ def main(argv=None) -> dict:
     result = {
         "what": __doc__.split("\n\n")[0], "environment": env, "database": a.db,
         "exhibits_on_file": db.count(kind="cartridge"),
-        "polar_signatures": int(len(grown[2])),
+        "polar_signatures": counts["padded"],
         "padding": {"similarity_to_source": a.similarity, "as": "benchmarks.padded"},
         "search_defaults": {"top": params.top, "candidates": params.candidates, "verify": params.verify,
                             "workers": params.workers},

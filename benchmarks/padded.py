@@ -77,6 +77,21 @@ def padded_signatures(rowids: np.ndarray, parts: np.ndarray, x: np.ndarray, rows
     return np.concatenate([rowids, rowids[src]]), np.concatenate([parts, parts[src]]), out
 
 
+def pad_handle(db, rows: int, *, similarity: float) -> dict:
+    """Make this handle's candidate stage scan its polar signatures padded to ``rows`` (:func:`padded_signatures`).
+
+    Returns the signature counts before and after, and the seconds the padding took.
+    """
+    space = next(s for s in db.spaces() if "-polar/" in s)
+    rowids, parts, x = db.space_matrix(space)
+    t = time.perf_counter()
+    grown = padded_signatures(rowids, parts, x, rows, similarity=similarity)
+    made_s = time.perf_counter() - t
+    own = db.space_matrix
+    db.space_matrix = lambda s: grown if s == space else own(s)
+    return {"as_is": int(len(x)), "padded": int(len(grown[2])), "made_in_s": made_s}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -94,13 +109,7 @@ def main(argv=None) -> dict:
     key = fadul_key()
     base = open_database(path, readonly=True)
     pad = open_database(path, readonly=True)
-    space = next(s for s in base.spaces() if "-polar/" in s)
-    rowids, parts, x = base.space_matrix(space)
-    t = time.perf_counter()
-    grown = padded_signatures(rowids, parts, x, a.rows, similarity=a.similarity)
-    pad_s = time.perf_counter() - t
-    own = pad.space_matrix
-    pad.space_matrix = lambda s: grown if s == space else own(s)  # this handle's candidate stage scans the padded matrix
+    counts = pad_handle(pad, a.rows, similarity=a.similarity)  # this handle's candidate stage scans the padded matrix
 
     recs = base.list(kind="cartridge")
     fadul, syn = planted_queries(recs, len(key), a.synthetic, seed=2)
@@ -127,8 +136,8 @@ def main(argv=None) -> dict:
     result = {
         "what": __doc__.split("\n\n")[0], "environment": env, "database": a.db,
         "exhibits_on_file": base.count(kind="cartridge"),
-        "polar_signatures": {"as_is": int(len(x)), "padded": int(len(grown[2]))},
-        "padding": {"similarity_to_source": a.similarity, "made_in_s": pad_s,
+        "polar_signatures": {"as_is": counts["as_is"], "padded": counts["padded"]},
+        "padding": {"similarity_to_source": a.similarity, "made_in_s": counts["made_in_s"],
                     "how": "turned, noisy copies of random stored signatures, attributed to the same exhibit and anchor"},
         "search_defaults": {"top": params.top, "candidates": params.candidates, "verify": params.verify,
                             "workers": params.workers},
