@@ -53,6 +53,99 @@ def test_masked_ncc_equals_pearson_over_the_overlap():
     assert (sy[k[0]], sx[k[1]]) == (3, 4)  # g[y-3, x-4] ~ f[y, x]
 
 
+def _brute_cell_ncc(cell, region, o, min_frac):
+    """Pearson of ``cell`` at every offset of ``region`` over the points both measured; -1 where too few."""
+    need = min_frac * np.isfinite(cell).sum()
+    s = cell.shape[0]
+    out = np.full((o, o), -1.0)
+    for y in range(o):
+        for x in range(o):
+            w = region[y : y + s, x : x + s]
+            m = np.isfinite(cell) & np.isfinite(w)
+            if m.sum() >= max(need, 2) and np.ptp(cell[m]) > 0 and np.ptp(w[m]) > 0:
+                out[y, x] = _pearson(cell, w)
+    return out
+
+
+def _cells_and_regions(rng, n_c, s, R):
+    cells = rng.normal(size=(n_c, s, s)).astype(np.float32)
+    regions = rng.normal(size=(2, n_c, R, R)).astype(np.float32)
+    for k in range(n_c):  # each cell hidden in its first region, at an offset of its own
+        y, x = rng.integers(0, R - s + 1, 2)
+        regions[0, k, y : y + s, x : x + s] = cells[k] + 0.5 * rng.normal(size=(s, s))
+    cells[rng.random(cells.shape) < 0.25] = np.nan
+    regions[rng.random(regions.shape) < 0.25] = np.nan
+    cells[0, :, : s // 2 + 2] = np.nan  # one cell measured on less than half its square
+    regions[1, 1, : R // 2 + 3] = np.nan  # and a region mostly missing: offsets that overlap too little
+    cells[2, :, :] = 1.5  # a constant cell: no correlation anywhere
+    return cells, regions
+
+
+def test_cell_search_equals_pearson_over_the_overlap():
+    """The CMC cell search (FFT sums, then a Numba kernel) picks the offset where the masked Pearson correlation peaks."""
+    from ibin.correlate._cmc import _best_cell_offsets
+
+    rng = np.random.default_rng(11)
+    s, R = 8, 20
+    o = R - s + 1
+    cells, regions = _cells_and_regions(rng, 5, s, R)
+    best = _best_cell_offsets(cells, regions, o)
+    assert best.shape == (2, 5)
+    for t in range(2):
+        for k in range(5):
+            ref = _brute_cell_ncc(cells[k], regions[t, k], o, 0.5)
+            got = ref.ravel()[best[t, k]]
+            assert got == pytest.approx(ref.max(), abs=1e-4)
+    assert (best[:, 2] == 0).all()  # nothing scores: the first offset, as argmax of all -1
+    for k in (1, 3, 4):  # hidden cells are found where they were put
+        ref = _brute_cell_ncc(cells[k], regions[0, k], o, 0.5)
+        assert best[0, k] == int(np.argmax(ref)) and ref.max() > 0.7
+
+
+def test_cell_neighbourhood_equals_pearson_over_the_overlap():
+    from ibin.correlate._kernels_nb import cell_pearson_neighbourhood
+
+    rng = np.random.default_rng(12)
+    s = 8
+    cells, regions = _cells_and_regions(rng, 5, s, s + 2)
+    regions[1, 1] = rng.normal(size=(s + 2, s + 2))
+    regions[1, 1, :5] = np.nan  # the top row of offsets overlaps too little of the cell, the bottom one enough
+    out = cell_pearson_neighbourhood(cells, regions, 0.5, np.empty((2, 5, 9)))
+    for t in range(2):
+        for k in range(5):
+            ref = _brute_cell_ncc(cells[k], regions[t, k], 3, 0.5).ravel()
+            assert out[t, k] == pytest.approx(ref, abs=1e-6)
+    assert (out[:, 2] == -1).all()
+    assert (out[1, 1, :3] == -1).all() and (out[1, 1, 6:] > -1).all()
+
+
+def test_cell_grid_fractions():
+    from ibin.correlate._cmc import _cell_grid
+
+    rng = np.random.default_rng(13)
+    yy, xx = np.mgrid[:90, :70]
+    valid = ((yy - 50) ** 2 + (xx - 30) ** 2 < 45**2) & (rng.random((90, 70)) > 0.3)
+    cs = 16
+    cells = _cell_grid(valid, cs, 0.35)
+    assert cells and len({(y, x) for y, x, _ in cells}) == len(cells)
+    ys, xs = {y for y, _, _ in cells}, {x for _, x, _ in cells}
+    assert all((y - min(ys)) % cs == 0 for y in ys) and all((x - min(xs)) % cs == 0 for x in xs)
+    # the whole measured region is covered by the grid, which overhangs it equally on each side
+    r = np.flatnonzero(valid.any(axis=1))
+    c = np.flatnonzero(valid.any(axis=0))
+    ny, nx = -(-(r[-1] + 1 - r[0]) // cs), -(-(c[-1] + 1 - c[0]) // cs)
+    oy, ox = r[0] + ((r[-1] + 1 - r[0]) - ny * cs) // 2, c[0] + ((c[-1] + 1 - c[0]) - nx * cs) // 2
+    kept = {(y, x): f for y, x, f in cells}
+    for i in range(ny):
+        for j in range(nx):
+            y, x = oy + i * cs, ox + j * cs
+            frac = valid[max(y, 0) : max(y + cs, 0), max(x, 0) : max(x + cs, 0)].sum() / cs**2
+            assert ((y, x) in kept) == (frac >= 0.35)
+            if (y, x) in kept:
+                assert kept[(y, x)] == frac
+    assert oy < 0 or ox < 0 or oy + ny * cs > 90 or ox + nx * cs > 70  # the case of a grid leaving the image is covered
+
+
 def _truth_map(theta_deg, shift_um, n_px):
     """Where a point of scan B lands in scan A when B = A rotated by theta about the grid centre and shifted."""
     c = np.array([n_px * PX / 2.0, n_px * PX / 2.0])

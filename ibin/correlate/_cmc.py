@@ -133,16 +133,14 @@ def _cell_grid(valid: np.ndarray, cs: int, min_valid: float) -> list[tuple[int, 
     # grid centred on the region (cells at the edges overhang equally)
     oy = r0 + ((r1 - r0) - ny * cs) // 2
     ox = c0 + ((c1 - c0) - nx * cs) // 2
+    # the grid's cells, zero outside the image, summed in one reshape
     H, W = valid.shape
-    out = []
-    for i in range(ny):
-        for j in range(nx):
-            y, x = oy + i * cs, ox + j * cs
-            ys, xs = slice(max(y, 0), min(y + cs, H)), slice(max(x, 0), min(x + cs, W))
-            frac = valid[ys, xs].sum() / float(cs * cs)
-            if frac >= min_valid:
-                out.append((y, x, float(frac)))
-    return out
+    grid = np.zeros((ny * cs, nx * cs), np.int64)
+    ys, xs = max(oy, 0), max(ox, 0)
+    ye, xe = min(oy + ny * cs, H), min(ox + nx * cs, W)
+    grid[ys - oy : ye - oy, xs - ox : xe - ox] = valid[ys:ye, xs:xe]
+    frac = grid.reshape(ny, cs, nx, cs).sum(axis=(1, 3)) / float(cs * cs)
+    return [(int(oy + i * cs), int(ox + j * cs), float(frac[i, j])) for i, j in zip(*np.nonzero(frac >= min_valid))]
 
 
 def _rot_xy(theta_deg: float) -> np.ndarray:
@@ -165,8 +163,18 @@ def _windows(images: np.ndarray, tops: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _masked_ncc_cells(cells: np.ndarray, regions: np.ndarray, o: int) -> np.ndarray:
-    """Masked NCC of cells (n_c, cs, cs) placed at every offset in [0, o) inside regions (n_t, n_c, R, R)."""
+def _best_cell_offsets(cells: np.ndarray, regions: np.ndarray, o: int) -> np.ndarray:
+    """Where each cell (n_c, cs, cs) correlates best inside its regions (n_t, n_c, R, R).
+
+    Masked NCC (Padfield 2012) of each cell at every offset in [0, o) x [0, o)
+    of its region, through FFTs: the overlap count and the five sums of the
+    Pearson correlation come from six products of spectra, inverted in one
+    batch; a Numba kernel (:func:`~._kernels_nb.cell_best_offsets`) forms
+    the correlations and keeps the best. Returns ``(n_t, n_c)`` flat offsets
+    ``y * o + x``.
+    """
+    from ._kernels_nb import cell_best_offsets
+
     R = regions.shape[-1]
     mc = np.isfinite(cells)
     c0 = np.where(mc, cells, 0.0).astype(np.float32)
@@ -179,29 +187,11 @@ def _masked_ncc_cells(cells: np.ndarray, regions: np.ndarray, o: int) -> np.ndar
     Rr = fft.rfft2(r0, shape, workers=1)
     Rr2 = fft.rfft2(r0 * r0, shape, workers=1)
     Rm = fft.rfft2(mr.astype(np.float32), shape, workers=1)
-
-    def inv(x):
-        return fft.irfft2(x, shape, workers=1)[..., :o, :o]
-
-    n = np.rint(inv(Rm * CM))
-    s_c = inv(Rm * C)
-    s_c2 = inv(Rm * C2)
-    s_r = inv(Rr * CM)
-    s_r2 = inv(Rr2 * CM)
-    s_cr = inv(Rr * C)
-    n_cell = mc.sum(axis=(1, 2)).astype(np.float64)[None, :, None, None]
-    return _ncc_from_sums(n, s_c, s_c2, s_r, s_r2, s_cr, n_cell)
-
-
-def _ncc_from_sums(n, s_c, s_c2, s_r, s_r2, s_cr, n_cell):
-    ok = n >= 0.5 * n_cell
-    nn = np.where(ok, n, 1.0)
-    num = s_cr - s_c * s_r / nn
-    den = (s_c2 - s_c * s_c / nn) * (s_r2 - s_r * s_r / nn)
-    good = ok & (den > 1e-6 * nn * nn)
-    ccf = np.full(np.broadcast(num, den).shape, -1.0, np.float32)
-    ccf[good] = (num / np.sqrt(np.where(good, den, 1.0)))[good]
-    return ccf
+    # count, cell, cell^2, region, region^2, cell x region
+    sums = fft.irfft2(np.stack([Rm * CM, Rm * C, Rm * C2, Rr * CM, Rr2 * CM, Rr * C]), shape, workers=1)
+    n_cell = mc.sum(axis=(1, 2)).astype(np.float64)
+    out = np.empty(regions.shape[:2], np.int64)
+    return cell_best_offsets(np.ascontiguousarray(sums, dtype=np.float32), n_cell, o, out)
 
 
 def congruent_matching_cells(
@@ -268,7 +258,7 @@ def congruent_matching_cells(
     rot2 = rotate_stack(B2, [rotation_deg])
     reg2 = _windows(rot2, (yx // 2 - np.array([sy2 + wp2, sx2 + wp2]))[None], R2)
     o2 = 2 * wp2 + 1
-    b2 = _masked_ncc_cells(cell2, reg2, o2).reshape(n_c, -1).argmax(axis=1)
+    b2 = _best_cell_offsets(cell2, reg2, o2)[0]
     # the cell centre's best coarse position in the comparison rotated by rotation_deg (fine pixels, x, y)
     centres = np.array([[x + cs / 2.0, y + cs / 2.0] for y, x, _ in cells])
     pred0 = centres - np.array([sx, sy], dtype=np.float64)

@@ -13,6 +13,21 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _zero_filled(src, v, w, v2):  # pragma: no cover - compiled
+    """``src`` (any shape, float32, NaN = missing) flattened into values with missing set to 0, 0/1 weights and squares."""
+    f = src.ravel()
+    for i in range(f.shape[0]):
+        x = f[i]
+        if math.isnan(x):
+            v[i] = 0.0
+            w[i] = 0.0
+        else:
+            v[i] = x
+            w[i] = 1.0
+        v2[i] = v[i] * v[i]
+
+
+@njit(cache=True, nogil=True)
 def cell_pearson_neighbourhood(cells, windows, min_frac, out):  # pragma: no cover - compiled
     """Pearson correlation of each cell at the 3 x 3 positions of its window.
 
@@ -21,36 +36,46 @@ def cell_pearson_neighbourhood(cells, windows, min_frac, out):  # pragma: no cov
     sub-square at offset (i, j) as ``out[t, k, 3 * i + j]``, over the points
     both measured, or -1 when fewer than ``min_frac`` of the cell's measured
     points overlap or a side is constant.
+
+    Missing points become value 0 and weight 0 (:func:`_zero_filled`), so
+    each row of a cell meets its window row in one branch-free
+    :func:`_overlap_sums`.
     """
     n_t, n_c = windows.shape[0], windows.shape[1]
     s = cells.shape[1]
+    S = s + 2
+    av = np.empty(s * s, np.float32)
+    aw = np.empty(s * s, np.float32)
+    a2 = np.empty(s * s, np.float32)
+    bv = np.empty(S * S, np.float32)
+    bw = np.empty(S * S, np.float32)
+    b2 = np.empty(S * S, np.float32)
     for k in range(n_c):
-        n_cell = 0
-        for y in range(s):
-            for x in range(s):
-                if not math.isnan(cells[k, y, x]):
-                    n_cell += 1
+        _zero_filled(cells[k], av, aw, a2)
+        n_cell = 0.0
+        for y in range(s * s):
+            n_cell += aw[y]
         for t in range(n_t):
+            _zero_filled(windows[t, k], bv, bw, b2)
             for i in range(3):
                 for j in range(3):
-                    n = 0
+                    n = 0.0
                     sa = 0.0
                     sb = 0.0
                     saa = 0.0
                     sbb = 0.0
                     sab = 0.0
                     for y in range(s):
-                        for x in range(s):
-                            a = cells[k, y, x]
-                            b = windows[t, k, y + i, x + j]
-                            if math.isnan(a) or math.isnan(b):
-                                continue
-                            n += 1
-                            sa += a
-                            sb += b
-                            saa += a * a
-                            sbb += b * b
-                            sab += a * b
+                        ca = y * s
+                        cb = (y + i) * S + j
+                        dn, da, db, daa, dbb, dab = _overlap_sums(av[ca : ca + s], aw[ca : ca + s], a2[ca : ca + s],
+                                                                  bv[cb : cb + s], bw[cb : cb + s], b2[cb : cb + s])
+                        n += dn
+                        sa += da
+                        sb += db
+                        saa += daa
+                        sbb += dbb
+                        sab += dab
                     r = -1.0
                     if n >= 2 and n >= min_frac * n_cell:
                         va = saa - sa * sa / n
@@ -229,3 +254,42 @@ def gather_windows(images, tops, out):  # pragma: no cover - compiled
                         out[t, k, y, x] = images[t, yy, xx]
                     else:
                         out[t, k, y, x] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def cell_best_offsets(sums, n_cell, o, out):  # pragma: no cover - compiled
+    """Best offset of each cell in its region from the six masked-correlation sums.
+
+    ``sums`` (6, n_t, n_c, R, R) float32 holds, at offset ``(y, x)`` of the
+    cell in its region (``y, x < o``), the overlap count and the sums of
+    cell, cell squared, region, region squared and cell times region over
+    the overlap (Padfield 2012), in that order; ``n_cell`` (n_c,) the
+    cell's measured points. ``out`` (n_t, n_c) receives ``y * o + x`` of
+    the highest masked NCC, the first in row order among equals; an offset
+    where fewer than half the cell's points overlap, or a side is constant,
+    scores -1. Float32 arithmetic in the order of the numpy expressions it
+    replaces, so the scores are the same to the bit.
+    """
+    n_t, n_c = sums.shape[1], sums.shape[2]
+    tiny = np.float32(1e-6)
+    for t in range(n_t):
+        for k in range(n_c):
+            need = 0.5 * n_cell[k]
+            best = np.float32(-2.0)
+            bi = 0
+            for y in range(o):
+                for x in range(o):
+                    n = np.float32(np.rint(sums[0, t, k, y, x]))
+                    c = np.float32(-1.0)
+                    if n >= need:
+                        sc = sums[1, t, k, y, x]
+                        sr = sums[3, t, k, y, x]
+                        num = sums[5, t, k, y, x] - sc * sr / n
+                        den = (sums[2, t, k, y, x] - sc * sc / n) * (sums[4, t, k, y, x] - sr * sr / n)
+                        if den > tiny * n * n:
+                            c = num / np.float32(math.sqrt(den))
+                    if c > best:
+                        best = c
+                        bi = y * o + x
+            out[t, k] = bi
+    return out
