@@ -263,7 +263,7 @@ def _query(token: str, prep):
 
 def screen_task(task) -> list[float]:
     """Screen scores of some candidates: ``(token, query prep, screen shape, [(record, hints)])``."""
-    from .engine import _query_screen, _screen_item
+    from .engine import _query_screen, _screen_items
 
     token, prep, shape, items = task
     q, screens = _query(token, prep)
@@ -271,7 +271,7 @@ def screen_task(task) -> list[float]:
     if qs is None:
         qs = screens[shape] = _query_screen(q, shape)
     db = _W["db"]
-    return [_screen_item(qs, db.load(rec)[0], hints) for rec, hints in items]
+    return _screen_items(qs, [(db.load(rec)[0], hints) for rec, hints in items])
 
 
 def compare_task(task) -> list:

@@ -529,11 +529,11 @@ def _query_screen(query: _Prepared, shape: tuple[int, int]):
     return QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
 
 
-def _screen_item(qs, arrays: Mapping[str, np.ndarray], hints) -> float:
-    """Screen score of one candidate from its stored arrays."""
+def _screen_items(qs, items: Sequence[tuple[Mapping[str, np.ndarray], object]]) -> list[float]:
+    """Screen scores of candidates from their stored arrays: ``[(arrays, hints)]``."""
     from .features import dequantize
 
-    return qs.score(dequantize(arrays["coarse_q"]), np.asarray(arrays["spectrum"]), hints)[0]
+    return [sc for sc, _ in qs.score_many([(dequantize(a["coarse_q"]), np.asarray(a["spectrum"]), h) for a, h in items])]
 
 
 def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge", par: _Parallel | None = None,
@@ -564,7 +564,8 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
     scores = par.map(_workers.screen_task, lambda part: (par.token, query.prep, shape, part), items)
     if scores is None:
         qs = _query_screen(query, shape)
-        scores = map_threads(lambda t: _screen_item(qs, t[0], t[1][1]), list(zip(stored, items)), par.workers)
+        parts = [list(zip(stored, [h for _, h in items]))[i :: par.workers] for i in range(par.workers)]
+        scores = _workers.Pool.join(map_threads(lambda part: _screen_items(qs, part), parts, par.workers))
     ranked = [t for t in sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))[:keep]
               if floor is None or t[0] >= floor]
     return [rec for _, rec in ranked], (float(ranked[-1][0]) if ranked else None)

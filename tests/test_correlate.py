@@ -264,3 +264,41 @@ def test_screen_rotation_hint_is_used_in_the_alignment_convention(synth_cases):
     # several hints: the right one among them is enough; no hint falls back to the spectral hypotheses
     assert qs.score(cm, mate.spectrum, [truth + 90.0, truth])[0] == pytest.approx(right)
     assert qs.score(cm, mate.spectrum)[0] == pytest.approx(right, abs=0.05)
+
+
+def test_screen_in_batches_equals_one_by_one(synth_cases):
+    """Candidates screened together get the scores each gets alone, in their order, whatever the batch size."""
+    from ibin.correlate import Pyramid, QueryScreen
+
+    q = synth_cases[(0, 0)][0]
+    cands = [(Pyramid(c.surface, PX).levels[4], c.spectrum) for k, (c, _, _) in sorted(synth_cases.items()) if k != (0, 0)]
+    shape = tuple(np.max([g.shape for g, _ in cands], axis=0))
+    qs = QueryScreen(Pyramid(q.surface, PX).levels[4], 4 * PX, q.spectrum, (shape[0] - 4, shape[1] - 4))
+    items = [(g, s, None) for g, s in cands]
+    items += [(g, s, [10.0 * i, 200.0]) for i, (g, s) in enumerate(cands)]  # with hints
+    items.insert(3, (np.full((20, 20), np.nan), cands[0][1], None))  # nothing measured
+    alone = [qs.score(*it) for it in items]
+    assert alone[3] == (-1.0, 0.0) and all(a[0] > 0 for i, a in enumerate(alone) if i != 3)
+    assert len({a for i, a in enumerate(alone) if i != 3}) > 5  # the candidates really differ
+    for batch in (1, 3, 64):
+        assert qs.score_many(items, batch=batch) == alone
+
+
+@pytest.mark.parametrize("shape, shift", [((90, 90), 20), ((48, 50), 7), ((30, 32), 0), ((16, 18), 12)])
+def test_inverse_near_zero_is_the_inverse_transform_there(shape, shift):
+    from scipy import fft
+
+    from ibin.correlate._ncc import inverse_near_zero
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3,) + shape).astype(np.float32)
+    X = fft.rfft2(x, shape)
+    got = inverse_near_zero(X, shape, shift)
+    H, W = shape
+    rows = [i % H for i in range(-shift, shift + 1)] if 2 * shift + 1 < H else list(range(H))
+    cols = [j % W for j in range(-shift, shift + 1)] if 2 * shift + 1 < W else list(range(W))
+    assert got.shape == (3, len(rows), len(cols))
+    # the same shifts: compare as sets of (row, col) -> value
+    order_r = sorted(rows)
+    order_c = sorted(cols)
+    np.testing.assert_allclose(got, x[:, order_r][:, :, order_c], rtol=0, atol=2e-5)

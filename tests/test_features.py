@@ -105,6 +105,13 @@ def test_descriptor_is_rotation_invariant_and_discriminates():
     for f in range(5):
         hyp = [h for h, _ in rotation_hypotheses(d[(f, 0)].spectrum, d[(f, 1)].spectrum, count=3)]
         assert any(abs(((h - 57.0) + 90) % 180 - 90) < 3.0 for h in hyp), (f, hyp)
+    # many spectra against one at once: each as alone, each with its own count
+    from ibin.features._spectrum import rotation_hypotheses_many
+
+    firsts = [d[(f, 0)].spectrum for f in range(5)]
+    many = rotation_hypotheses_many(np.stack(firsts), d[(0, 1)].spectrum, count=[1, 3, 2, 3, 1])
+    assert many == [rotation_hypotheses(a, d[(0, 1)].spectrum, count=k) for a, k in zip(firsts, [1, 3, 2, 3, 1])]
+    assert [len(h) for h in many] == [1, 3, 2, 3, 1]
 
 
 def test_spectrum_shifts_with_rotation():

@@ -50,7 +50,7 @@ def test_worker_processes_give_the_lead_lists_of_one_thread(slides_db, monkeypat
 
     # the workers import their own engine: only a search that stays in this process would call these
     monkeypatch.setattr(engine, "_compare_one", not_here)
-    monkeypatch.setattr(engine, "_screen_item", not_here)
+    monkeypatch.setattr(engine, "_screen_items", not_here)
     pooled = _lists(slides_db, 2)
     assert pooled == alone
     pool = _workers._current["pool"]

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import fft
 
 from ..features._filters import block_mean
-from ._ncc import FixedSpectra, fft_shape, masked_ncc, rotate_stack, shift_window
+from ._ncc import FixedSpectra, fft_shape, inverse_near_zero, masked_ncc, rotate_stack, shift_window
 
 __all__ = ["Pyramid", "Registration", "RegistrationParams", "register", "pearson_at"]
 
@@ -140,12 +140,7 @@ def _sweep(fixed: np.ndarray, moving: np.ndarray, angles: np.ndarray, max_shift_
         cv2.warpAffine(g, cv2.getRotationMatrix2D(centre, float(a), 1.0), (w, h), dst=rot[i], flags=cv2.INTER_LINEAR, borderValue=0.0)
     F = fft.rfft2(f, shape, workers=1)
     G = fft.rfft2(rot, shape, workers=1)
-    c = fft.irfft2(F[None] * np.conj(G), shape, workers=1)
-    s = max_shift_px
-    best = np.maximum.reduce([
-        c[:, : s + 1, : s + 1].max(axis=(1, 2)), c[:, : s + 1, -s:].max(axis=(1, 2)),
-        c[:, -s:, : s + 1].max(axis=(1, 2)), c[:, -s:, -s:].max(axis=(1, 2)),
-    ]) if s > 0 else c[:, 0, 0]
+    best = inverse_near_zero(F[None] * np.conj(G), shape, max_shift_px).max(axis=(1, 2))
     e = np.sqrt(float(np.einsum("ij,ij->", f, f)) * np.einsum("kij,kij->k", rot, rot))
     return (best / np.maximum(e, 1e-12)).astype(np.float32)
 

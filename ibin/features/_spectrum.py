@@ -26,11 +26,12 @@ Processing 5(8):1266-1271, 1996. doi:10.1109/83.506761
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import fft, ndimage
 
-__all__ = ["polar_spectrum", "spectrum_descriptor", "rotation_hypotheses"]
+__all__ = ["polar_spectrum", "spectrum_descriptor", "rotation_hypotheses", "rotation_hypotheses_many"]
 
 
 def polar_spectrum(
@@ -129,21 +130,37 @@ def rotation_hypotheses(P_a: np.ndarray, P_b: np.ndarray, *, count: int = 3) -> 
     them apart) best matches the orientation structure of ``a``. Strength is
     the normalised circular cross-correlation at the peak.
     """
-    a = np.asarray(P_a, dtype=np.float64)
+    return rotation_hypotheses_many(np.asarray(P_a)[None], P_b, count=count)[0]
+
+
+def rotation_hypotheses_many(P_as: np.ndarray, P_b: np.ndarray, *, count: int | Sequence[int] = 3
+                             ) -> list[list[tuple[float, float]]]:
+    """:func:`rotation_hypotheses` of each spectrum of a stack ``P_as`` (n, rings, bins) against ``P_b``.
+
+    One batch of FFTs for all; ``count`` may differ per spectrum.
+    """
+    a = np.asarray(P_as, dtype=np.float64)
     b = np.asarray(P_b, dtype=np.float64)
-    n = a.shape[1]
-    a = a - a.mean()
+    n = a.shape[2]
+    counts = [count] * len(a) if isinstance(count, (int, np.integer)) else list(count)
     b = b - b.mean()
-    den = math.sqrt(float((a * a).sum() * (b * b).sum())) or 1.0
-    c = np.fft.irfft(np.fft.rfft(a, axis=1) * np.conj(np.fft.rfft(b, axis=1)), n, axis=1).sum(axis=0) / den
+    bb = (b * b).sum()
+    Fb = np.conj(np.fft.rfft(b, axis=1))
     step = 180.0 / n
-    out: list[tuple[float, float]] = []
-    # local maxima of the circular correlation, strongest first
-    peaks = [i for i in range(n) if c[i] >= c[i - 1] and c[i] >= c[(i + 1) % n]]
-    for i in sorted(peaks, key=lambda i: -c[i])[:count]:
-        # parabolic refinement of the peak
-        y0, y1, y2 = c[i - 1], c[i], c[(i + 1) % n]
-        d = y0 - 2 * y1 + y2
-        off = 0.5 * (y0 - y2) / d if d < 0 else 0.0
-        out.append((((i + off) * step) % 180.0, float(y1)))
+    ac = np.stack([x - x.mean() for x in a]) if len(a) else a
+    corr = np.fft.irfft(np.fft.rfft(ac, axis=2) * Fb[None], n, axis=2).sum(axis=1)
+    corr /= np.array([math.sqrt(float((ai * ai).sum() * bb)) or 1.0 for ai in ac])[:, None]
+    # local maxima of the circular correlations
+    is_peak = (corr >= np.roll(corr, 1, axis=1)) & (corr >= np.roll(corr, -1, axis=1))
+    out = []
+    for c, m, k in zip(corr, is_peak, counts):
+        peaks = np.flatnonzero(m)  # strongest first, below
+        hyp: list[tuple[float, float]] = []
+        for i in peaks[np.argsort(-c[peaks], kind="stable")][:k].tolist():
+            # parabolic refinement of the peak
+            y0, y1, y2 = c[i - 1], c[i], c[(i + 1) % n]
+            d = y0 - 2 * y1 + y2
+            off = 0.5 * (y0 - y2) / d if d < 0 else 0.0
+            hyp.append((((i + off) * step) % 180.0, float(y1)))
+        out.append(hyp)
     return out
