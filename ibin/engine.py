@@ -557,13 +557,13 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
                                      _polar_rotations(db, query.prep, kind, [rec.rowid for rec in records]).items()}
     for r, h in (more_hints or {}).items():
         hints.setdefault(r, []).append(h)
-    # views of the memory-mapped store: only the record headers are read here
-    stored = [db.load(rec)[0] for rec in records]
-    shape = tuple(int(v) for v in np.max([a["coarse_q"].shape for a in stored], axis=0))
+    # only the record headers are read here; the workers read the arrays
+    shape = tuple(int(v) for v in np.max([db.array_shapes(rec)["coarse_q"] for rec in records], axis=0))
     items = [(rec, hints.get(rec.rowid)) for rec in records]
     scores = par.map(_workers.screen_task, lambda part: (par.token, query.prep, shape, part), items)
     if scores is None:
         qs = _query_screen(query, shape)
+        stored = [db.load(rec)[0] for rec in records]  # views of the memory-mapped store
         parts = [list(zip(stored, [h for _, h in items]))[i :: par.workers] for i in range(par.workers)]
         scores = _workers.Pool.join(map_threads(lambda part: _screen_items(qs, part), parts, par.workers))
     ranked = [t for t in sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))[:keep]

@@ -7,7 +7,7 @@ import pytest
 
 from ibin.errors import DatabaseError, DuplicateExhibitError, ExhibitNotFoundError
 from ibin.index import Database, NewExhibit, VectorIndex
-from ibin.index._store import decode_record, encode_record
+from ibin.index._store import decode_record, decode_shapes, encode_record
 
 
 def _ex(i: int, *, sha: str | None = None, meta=None, dim=8, rng=None) -> NewExhibit:
@@ -32,11 +32,18 @@ def test_record_roundtrip_and_alignment():
         decode_record(b"XXXX" + rec[4:])
     with pytest.raises(DatabaseError, match="truncated"):
         decode_record(rec[:-64])
+    # the shapes alone, from the header
+    assert decode_shapes(rec) == {"x": (2, 5), "q": (2,), "e": (0,)}
+    with pytest.raises(DatabaseError, match="magic"):
+        decode_shapes(b"XXXX" + rec[4:], where="seg@0")
+    with pytest.raises(DatabaseError, match="^seg@0: damaged feature record header"):
+        decode_shapes(rec.replace(b'"shape"', b'"shapE"'), where="seg@0")
 
 
 def test_database_add_get_dedup(tmp_path):
     db = Database.create(tmp_path / "db")
     assert db.add(_ex(1, meta={"caliber": "9mm"})) == ("ex1", True)
+    assert db.array_shapes(db.get("ex1")) == {k: v.shape for k, v in db.load(db.get("ex1"))[0].items()} == {"a": (4,), "v": (8,)}
     assert db.add(_ex(2, meta={"caliber": ".45"})) == ("ex2", True)
     # the same source file again: not duplicated, the existing id comes back
     again = _ex(9, sha=f"{1:064x}")

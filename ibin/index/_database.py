@@ -795,6 +795,10 @@ class Database:
         """The exhibit's stored arrays (read-only views) and attributes."""
         return self.store.read(rec.ref, verify=verify)
 
+    def array_shapes(self, rec: ExhibitRecord) -> dict[str, tuple[int, ...]]:
+        """The shapes of the exhibit's stored arrays, from the record's header alone (cheaper than :meth:`load`)."""
+        return self.store.shapes(rec.ref)
+
     def prefetch(self, records: Iterable[ExhibitRecord]) -> int:
         """Have the operating system read these exhibits' stored arrays in, all at once (advisory; returns bytes asked for).
 

@@ -95,18 +95,23 @@ def encode_record(arrays: dict[str, np.ndarray], attrs: dict) -> bytes:
     return bytes(out)
 
 
-def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray], dict]:
-    """Parse a record (bytes or memoryview) into arrays (views) and attributes."""
-    mv = memoryview(buf)
+def _header(mv: memoryview, where: str) -> tuple[dict, int]:
+    """A record's parsed JSON header and its length in bytes, checked for the magic and for truncation."""
     if len(mv) < 8 or bytes(mv[:4]) != MAGIC:
         raise DatabaseError(f"{where}: not a feature record (bad magic)")
     (hlen,) = struct.unpack("<I", mv[4:8])
     if 8 + hlen > len(mv):
         raise DatabaseError(f"{where}: truncated feature record header")
     try:
-        header = json.loads(bytes(mv[8 : 8 + hlen]).decode())
+        return json.loads(bytes(mv[8 : 8 + hlen]).decode()), hlen
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatabaseError(f"{where}: damaged feature record header ({e})") from None
+
+
+def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray], dict]:
+    """Parse a record (bytes or memoryview) into arrays (views) and attributes."""
+    mv = memoryview(buf)
+    header, hlen = _header(mv, where)
     arrays = {}
     try:
         specs = header["arrays"]
@@ -127,6 +132,15 @@ def decode_record(buf, *, where: str = "record") -> tuple[dict[str, np.ndarray],
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DatabaseError(f"{where}: damaged feature record header ({type(e).__name__}: {e})") from None
     return arrays, attrs
+
+
+def decode_shapes(buf, *, where: str = "record") -> dict[str, tuple[int, ...]]:
+    """The shapes of a record's arrays, from its header alone (the arrays are neither checked nor read)."""
+    header, _ = _header(memoryview(buf), where)
+    try:
+        return {str(s["name"]): tuple(int(n) for n in s["shape"]) for s in header["arrays"]}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DatabaseError(f"{where}: damaged feature record header ({type(e).__name__}: {e})") from None
 
 
 #: Whether :meth:`FeatureStore.prefetch` advises the kernel (switched off only
@@ -163,6 +177,7 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._maps: dict[int, tuple[mmap.mmap, int]] = {}
+        self._names: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def segment_path(self, seg: int) -> Path:
@@ -230,14 +245,28 @@ class FeatureStore:
             self._maps[seg] = (m, size)
             return m
 
+    def _where(self, ref: RecordRef) -> str:
+        """``segment path@offset``, for messages (the paths' text kept: a search reads hundreds of records)."""
+        name = self._names.get(ref.segment)
+        if name is None:
+            name = self._names[ref.segment] = str(self.segment_path(ref.segment))
+        return f"{name}@{ref.offset}"
+
+    def _buffer(self, ref: RecordRef) -> memoryview:
+        m = self._map(ref.segment, ref.offset + ref.length)
+        return memoryview(m)[ref.offset : ref.offset + ref.length]
+
     def read(self, ref: RecordRef, *, verify: bool = False) -> tuple[dict[str, np.ndarray], dict]:
         """Arrays (read-only views of the memory map) and attributes of a record."""
-        m = self._map(ref.segment, ref.offset + ref.length)
-        buf = memoryview(m)[ref.offset : ref.offset + ref.length]
-        where = f"{self.segment_path(ref.segment)}@{ref.offset}"
+        buf = self._buffer(ref)
+        where = self._where(ref)
         if verify and hashlib.sha256(buf).hexdigest() != ref.sha256:
             raise DatabaseError(f"{where}: feature record damaged (SHA-256 mismatch)")
         return decode_record(buf, where=where)
+
+    def shapes(self, ref: RecordRef) -> dict[str, tuple[int, ...]]:
+        """The shapes of a record's arrays, from its header only (:func:`decode_shapes`)."""
+        return decode_shapes(self._buffer(ref), where=self._where(ref))
 
     def prefetch(self, refs) -> int:
         """Ask the operating system to read these records in now, all at once; returns the bytes asked for.
