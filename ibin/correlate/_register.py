@@ -202,16 +202,14 @@ def register(
     # 3. the two best: masked NCC on the middle grid, translation searched
     # near the coarse result
     order = _distinct(angles, r4, 2, p.refine_span_deg)
-    best = (-2.0, 0.0, 0, 0)
     n2 = p.min_overlap * min(fixed.count(2), moving.count(2))
     s2 = int(math.ceil(p.max_shift_um / (2 * px)))
     fine_offs = np.array([-0.5, 0.0, 0.5]) * p.refine_step_deg
-    for a in order:
-        v2, sy2, sx2 = _search(fixed.levels[2], moving.levels[2], a + fine_offs, s2, n2)
-        k = int(np.argmax(v2))
-        if v2[k] > best[0]:
-            best = (float(v2[k]), float(a + fine_offs[k]), int(sy2[k]), int(sx2[k]))
-    ncc2, theta, sy2, sx2 = best
+    # both rotations' half-steps in one search (the fixed grid's spectra once); the first best wins
+    fine = np.concatenate([a + fine_offs for a in order])
+    v2, sy2, sx2 = _search(fixed.levels[2], moving.levels[2], fine, s2, n2)
+    k = int(np.argmax(v2))
+    ncc2, theta, sy2, sx2 = float(v2[k]), float(fine[k]), int(sy2[k]), int(sx2[k])
     theta %= 360.0
     # 4. the areal correlation on the canonical grid at that alignment
     shift = (2.0 * sy2, 2.0 * sx2)
