@@ -23,7 +23,14 @@ settings) searched with ``A`` = 64 or 128 rotations at ``efSearch`` 64 or
 sixteenth probed: the rules of the spectral index) with 64 rotations; and the
 exact rotation maximum restricted to the best 5 % by a rotation-invariant
 descriptor: the spectral descriptor (searched in its FAISS index as the engine
-does), or the ring power ``|C|^2`` of the polar signature itself.
+does), the ring power ``|C|^2`` of the polar signature itself, the cross-ring
+power ``sum_m |P_m|^2`` of the per-harmonic products ``P_m = sum_k q_km
+conj(d_km)`` (rotation-invariant and still an inner product with a fixed query:
+of the ring-by-ring matrices ``d_m d_m^H``, 2,048 values a signature, so an
+index could hold it), or their bispectrum ``sum Re P_m1 P_m2 conj(P_m1+m2)``
+(third order: it keeps how the harmonics' phases agree, which the exact
+rotation maximum rewards; no index of manageable size answers it, so it is an
+upper bound on what such invariants could do).
 
 Run: ``python -m benchmarks.polar_index --work DIR [--db planted-pop-db-100k] [--synthetic 60]``
 (the database is made by ``python -m benchmarks.planted --population pop-db-100k``).
@@ -49,6 +56,8 @@ K = 300
 PER_ROTATION = 50
 #: Share of the database kept by a rotation-invariant pre-filter.
 PREFILTER_SHARE = 0.05
+#: Harmonics of the rotation invariants built from the per-harmonic products (those of the first pass).
+INVARIANT_HARMONICS = 24
 
 
 def main(argv=None) -> dict:
@@ -61,6 +70,7 @@ def main(argv=None) -> dict:
 
     from ibin import open_database
     from ibin.engine import _polar_by_anchor
+    from ibin.features._kernels_nb import signature_products
     from ibin.features._polar import PolarParams, from_vector, rotate_signature, rotation_max, rotation_max_top, to_vector
 
     name, option = variant("polar_index", "--db", a.db, "planted-pop-db-100k")
@@ -140,10 +150,38 @@ def main(argv=None) -> dict:
         idx = [pos_in[part][r] for r in found[0].tolist() if r in pos_in[part]]
         return exact_rows(C, sel[np.sort(np.asarray(idx, dtype=np.int64))])
 
+    def products(C, sel):
+        """``P_m = sum_k q_km conj(d_km)`` of the query with each signature of ``sel``, first ``INVARIANT_HARMONICS``."""
+        P = np.empty((len(sel), 2 * C.shape[1]), np.float32)
+        signature_products(x, np.ascontiguousarray(sel, dtype=np.int64), np.ascontiguousarray(C.real),
+                           np.ascontiguousarray(C.imag), P)
+        h = INVARIANT_HARMONICS
+        return P[:, :h] + 1j * P[:, C.shape[1] : C.shape[1] + h]
+
+    def cross_ring_power(C, sel):
+        # sum_m |P_m|^2 = <Q_m, D_m>, Q_m the query's ring-by-ring matrix q_m q_m^H: a fixed-query inner product
+        return (np.abs(products(C, sel)) ** 2).sum(axis=1)
+
+    h = INVARIANT_HARMONICS
+    trip = np.array([(a - 1, b - 1, a + b - 1) for a in range(1, h + 1) for b in range(a, h + 1) if a + b <= h])
+
+    def bispectrum(C, sel):
+        # sum over m1 <= m2 of Re P_m1 P_m2 conj(P_m1+m2): unchanged when P_m turns by exp(i m alpha)
+        Pc = products(C, sel).astype(np.complex64)
+        out = np.empty(len(sel), np.float32)
+        for s0 in range(0, len(sel), 8192):
+            Q = Pc[s0 : s0 + 8192]
+            out[s0 : s0 + 8192] = (Q[:, trip[:, 0]] * Q[:, trip[:, 1]] * np.conj(Q[:, trip[:, 2]])).real.sum(axis=1)
+        return out
+
     methods_q = {
         f"exact on the best {PREFILTER_SHARE:.0%} by the spectral descriptor": spectral_prefilter,
         f"exact on the best {PREFILTER_SHARE:.0%} by the ring power of the signature": (
             lambda C, part, sel, qrow: prefilter(power[sel] @ power[qrow], sel, C)),
+        f"exact on the best {PREFILTER_SHARE:.0%} by the cross-ring power sum |P_m|^2": (
+            lambda C, part, sel, qrow: prefilter(cross_ring_power(C, sel), sel, C)),
+        f"exact on the best {PREFILTER_SHARE:.0%} by the bispectrum of the products": (
+            lambda C, part, sel, qrow: prefilter(bispectrum(C, sel), sel, C)),
     }
 
     rng = np.random.default_rng(1)
