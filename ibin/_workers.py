@@ -63,6 +63,12 @@ _lock = threading.Lock()
 _current: dict = {"key": None, "pool": None}
 
 
+def deal(items: Sequence, parts: int) -> list[list]:
+    """``items`` dealt into ``parts`` lists (at most one per item), every n-th item to a list; :meth:`Pool.join` undoes it."""
+    n = max(1, min(len(items), parts))
+    return [list(items[i::n]) for i in range(n)]
+
+
 class Pool:
     """A pool of worker processes reading one database."""
 
@@ -94,13 +100,12 @@ class Pool:
         return [f.result() for f in futures]
 
     def split(self, items: Sequence, tasks: int | None = None) -> list[list]:
-        """``items`` dealt into ``tasks`` tasks (default ``TASKS_PER_WORKER`` per worker), every n-th item to a task."""
-        n = max(1, min(len(items), tasks or TASKS_PER_WORKER * self.workers))
-        return [list(items[i::n]) for i in range(n)]
+        """``items`` dealt into ``tasks`` tasks (default ``TASKS_PER_WORKER`` per worker): :func:`deal`."""
+        return deal(items, tasks or TASKS_PER_WORKER * self.workers)
 
     @staticmethod
     def join(parts: list[list]) -> list:
-        """The inverse of :meth:`split`: results back in the order of the items."""
+        """The inverse of :func:`deal`: results back in the order of the items."""
         n = len(parts)
         out: list = [None] * sum(len(p) for p in parts)
         for i, part in enumerate(parts):

@@ -563,8 +563,8 @@ def _screen(query: _Prepared, records, db, keep: int, *, kind: str = "cartridge"
     scores = par.map(_workers.screen_task, lambda part: (par.token, query.prep, shape, part), items)
     if scores is None:
         qs = _query_screen(query, shape)
-        stored = [db.load(rec)[0] for rec in records]  # views of the memory-mapped store
-        parts = [list(zip(stored, [h for _, h in items]))[i :: par.workers] for i in range(par.workers)]
+        # views of the memory-mapped store, dealt to the threads as the pool deals records to its workers
+        parts = _workers.deal([(db.load(rec)[0], h) for rec, h in items], par.workers)
         scores = _workers.Pool.join(map_threads(lambda part: _screen_items(qs, part), parts, par.workers))
     ranked = [t for t in sorted(zip(scores, records), key=lambda t: (-t[0], t[1].id))[:keep]
               if floor is None or t[0] >= floor]

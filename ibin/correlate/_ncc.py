@@ -133,11 +133,10 @@ def inverse_near_zero(spectra: np.ndarray, shape: tuple[int, int], max_shift_px:
 
     Returns ``(k, 2 s + 1, 2 s + 1)``: rows and columns ``0 .. s`` and then
     ``-s .. -1`` (``s = max_shift_px``; all of them along a side that
-    ``2 s + 1`` reaches). A 2-D
-    inverse transform is an inverse FFT along the columns and then a real one
-    along the rows; only the rows of the shifts wanted go to the second
-    step, which saves about a quarter of the work when they are half of
-    them. Unnormalised in both steps and scaled once at the end, as
+    ``2 s + 1`` reaches). A 2-D inverse transform is an inverse FFT along
+    the columns and then a real one along the rows; only the rows of the
+    shifts wanted go to the second step, which saves about a quarter of the
+    work when they are half of them. Unnormalised in both steps and scaled once at the end, as
     ``irfft2`` itself does (the same values to the bit with scipy's
     pocketfft, on this project's machines).
     """
