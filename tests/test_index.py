@@ -199,16 +199,18 @@ def test_matrix_outlives_its_index_and_is_read_only():
     del junk
 
 
-def test_index_file_streamed_layout_and_the_earlier_layout(tmp_path):
-    """A saved index file is the header, then exactly what FAISS serialises; files of the earlier layout still load; damage is refused."""
+def test_index_file_layouts_and_damage(tmp_path, monkeypatch):
+    """A saved index file: header, zeros up to where the exact index's vectors fall on 64 bytes, then exactly what FAISS serialises, hashed per block; version 1 layouts still load; damage is refused."""
     import hashlib
     import json
     import struct
 
     import faiss
 
+    from ibin.index import _vectors
     from ibin.index._vectors import _HEADER_BYTES, inspect
 
+    monkeypatch.setattr(_vectors, "_BLOCK_BYTES", 1 << 20)  # three blocks, hashed in threads on loading
     rng = np.random.default_rng(5)
     X = rng.standard_normal((20000, 32)).astype(np.float32)  # several of FAISS's 1 MiB blocks
     idx = VectorIndex(32)
@@ -218,33 +220,97 @@ def test_index_file_streamed_layout_and_the_earlier_layout(tmp_path):
     idx.save(path, catalog_id="c" * 32)
     raw = path.read_bytes()
     payload = faiss.serialize_index(idx.index).tobytes()
-    assert len(payload) > 2 * 2**20 and raw[_HEADER_BYTES:] == payload
     (hlen,) = struct.unpack("<I", raw[4:8])
     head = json.loads(raw[8 : 8 + hlen])
-    assert 8 + hlen == _HEADER_BYTES and head["bytes"] == len(payload)
-    assert head["sha256"] == hashlib.sha256(payload).hexdigest() and head["catalog"] == "c" * 32
+    at = head["payload_at"]
+    assert 8 + hlen == _HEADER_BYTES <= at < _HEADER_BYTES + 64 and not any(raw[_HEADER_BYTES:at])
+    assert len(payload) > 2 * 2**20 and raw[at:] == payload and head["bytes"] == len(payload)
+    assert raw.find(X.tobytes()) % 64 == 0 and head["version"] == 2 and head["catalog"] == "c" * 32
+    blocks = [hashlib.sha256(payload[s : s + 2**20]).digest() for s in range(0, len(payload), 2**20)]
+    assert len(blocks) == 3 and head["sha256_block_bytes"] == 2**20
+    assert head["sha256"] == hashlib.sha256(b"".join(blocks)).hexdigest()
 
-    def loaded(p):
+    def loaded(p, in_place):
         got = VectorIndex.load(p, 32, "Flat", catalog_id="c" * 32)
-        assert got is not None and got.watermark == 59997
+        assert got is not None and got.watermark == 59997 and got.mapped is in_place
         ids, x = got.matrix()
-        assert np.array_equal(ids, np.arange(20000) * 3) and np.array_equal(x, X)
+        assert np.array_equal(ids, np.arange(20000) * 3) and np.array_equal(x, X) and x.flags.aligned
+        assert not in_place or x.ctypes.data % 64 == 0
 
-    loaded(path)
-    # the layout ibin wrote before: compact header JSON, zero padding to a multiple of 64
-    compact = json.dumps(head, sort_keys=True).encode()
-    start = 8 + len(compact) + (-(8 + len(compact))) % 64
+    loaded(path, True)
+    assert faiss.downcast_index(inspect(path)[0][0].index).codes.is_owned  # inspect: memory of its own
+    # version 1 (until 2026-12-04): no payload_at, the SHA-256 of the whole payload; read into memory
+    v1 = {k: v for k, v in head.items() if k not in ("payload_at", "sha256_block_bytes")}
+    v1.update(version=1, sha256=hashlib.sha256(payload).hexdigest())
+    spaced = json.dumps(v1, sort_keys=True).encode()
+    (tmp_path / "v1.faiss").write_bytes(raw[:4] + struct.pack("<I", hlen) + spaced + b" " * (hlen - len(spaced)) + payload)
+    loaded(tmp_path / "v1.faiss", False)
+    # the layout before that: compact header JSON, zero padding to a multiple of 64
+    start = 8 + len(spaced) + (-(8 + len(spaced))) % 64
     old = tmp_path / "old.faiss"
-    old.write_bytes(raw[:4] + struct.pack("<I", len(compact)) + compact + b"\0" * (start - 8 - len(compact)) + payload)
-    loaded(old)
-    # cut short, lengthened, one byte changed, empty: refused with the reason, never raised
+    old.write_bytes(raw[:4] + struct.pack("<I", len(spaced)) + spaced + b"\0" * (start - 8 - len(spaced)) + payload)
+    loaded(old, False)
+    # cut short, lengthened, one byte changed (last block, first block), empty, payload_at out of range:
+    # refused with the reason, never raised
+    bad_at = json.dumps(dict(head, payload_at=8), sort_keys=True).encode()
     for name, data, why in [("short", raw[:-1000], "header says"), ("long", raw + b"\0", "header says"),
                             ("flip", raw[:-5] + bytes([raw[-5] ^ 1]) + raw[-4:], "SHA-256"),
+                            ("flip0", raw[: at + 9] + bytes([raw[at + 9] ^ 1]) + raw[at + 10 :], "SHA-256"),
                             ("empty", b"", "magic bytes"), ("json", raw[:100], "header damaged"),
-                            ("padding", raw[:_HEADER_BYTES // 2], "holds 0 bytes")]:
+                            ("padding", raw[:_HEADER_BYTES // 2], "holds 0 bytes"),
+                            ("at", raw[:8] + bad_at + b" " * (hlen - len(bad_at)) + raw[_HEADER_BYTES:], "header damaged")]:
         (tmp_path / name).write_bytes(data)
         got, problem = inspect(tmp_path / name)
         assert got is None and why in problem, (name, problem)
+        assert VectorIndex.load(tmp_path / name, 32, "Flat") is None
+
+
+def test_an_index_read_in_place_is_copied_once_before_it_changes(tmp_path):
+    """Adding to or removing from an exact index read in place works on a copy with room to grow; earlier views stay valid."""
+    import gc
+
+    import faiss
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((3000, 16)).astype(np.float32)
+    idx = VectorIndex(16)
+    idx.add(np.arange(3000, dtype=np.int64) + 10, X)
+    idx.save(tmp_path / "a.faiss")
+    q = rng.standard_normal((4, 16)).astype(np.float32)
+    want = idx.search(q, 7)
+    got = VectorIndex.load(tmp_path / "a.faiss", 16, None)
+    assert got.mapped
+    D, I = got.search(q, 7)
+    assert np.array_equal(I, want[1]) and np.array_equal(D, want[0])
+    ids0, x0 = got.matrix()
+    more = rng.standard_normal((5, 16)).astype(np.float32)
+    got.add(np.arange(5, dtype=np.int64) + 5000, more)
+    base = faiss.downcast_index(got.index.index)
+    assert not got.mapped and base.codes.is_owned and got.ntotal == 3005
+    ptr = base.get_xb()
+    got.add(np.array([6000]), more[:1])  # within the room left by the copy: not moved
+    assert int(faiss.downcast_index(got.index.index).get_xb()) == int(ptr)
+    ids, x = got.matrix()
+    assert np.array_equal(x, np.vstack([X, more, more[:1]])) and np.array_equal(ids[-6:], [5000, 5001, 5002, 5003, 5004, 6000])
+    ref = VectorIndex(16)  # the same vectors, never on file
+    ref.add(ids, x)
+    assert np.array_equal(got.search(q, 9)[1], ref.search(q, 9)[1])
+    del got, base, x, ids
+    gc.collect()
+    junk = [np.full((3000, 16), 9.0, np.float32) for _ in range(50)]
+    assert np.array_equal(x0, X) and np.array_equal(ids0, np.arange(3000) + 10)  # the pages, kept by the view
+    del junk
+    # removing: also on a copy; the same search as an index that never was on file
+    got = VectorIndex.load(tmp_path / "a.faiss", 16, None)
+    got.remove(np.arange(10, 1010, dtype=np.int64))
+    idx.remove(np.arange(10, 1010, dtype=np.int64))
+    assert not got.mapped and got.ntotal == 2000
+    assert np.array_equal(got.search(q, 7)[1], idx.search(q, 7)[1])
+    # an empty index on file
+    VectorIndex(16).save(tmp_path / "e.faiss")
+    e = VectorIndex.load(tmp_path / "e.faiss", 16, None)
+    e.add(np.array([1]), X[:1])
+    assert e.ntotal == 1 and np.array_equal(e.matrix()[1], X[:1])
 
 
 def test_disk_full_while_saving_an_index_loses_nothing(tmp_path, monkeypatch, caplog):

@@ -46,6 +46,11 @@ def faiss_version() -> str:
     return getattr(_faiss(), "__version__", "unknown")
 
 
+def _headroom(n: int) -> int:
+    """Vectors of room kept past ``n`` when a mapped index is copied to grow: an eighth, at least 1,024."""
+    return max(n // 8, 1024)
+
+
 class _Pinned:
     """An array interface over FAISS-owned memory that holds a reference to its owner."""
 
@@ -72,6 +77,8 @@ class VectorIndex:
         self.factory = factory
         base = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         self.index = faiss.IndexIDMap2(base)
+        #: The index file's pages a loaded exact index reads its vectors from (None: its own memory).
+        self._mapping = None
         self.watermark = 0
         #: Vectors added since the index was read from or written to its file.
         self.unsaved = 0
@@ -99,11 +106,43 @@ class VectorIndex:
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether the vectors are read in place from the index file's pages (see :func:`_read`)."""
+        return self._mapping is not None
+
+    def _own(self, more: int = 0) -> None:
+        """Copy a mapped index's vectors into memory it owns, with room for ``more`` and an eighth besides.
+
+        FAISS cannot grow or shrink vectors it reads in place (it aborts the
+        process), so :meth:`add` and :meth:`remove` call this first. One
+        copy, into a buffer whose room the following adds fill without
+        copying again (left to FAISS, the first add after loading a million
+        signatures doubled a 2 GB buffer: 3.6 s). Arrays :meth:`matrix`
+        handed out before keep the mapped index and its pages alive.
+        """
+        if not self.mapped:
+            return
+        faiss = _faiss()
+        old = faiss.downcast_index(self.index.index)
+        n, size = int(old.ntotal), int(old.code_size)
+        base = faiss.IndexFlat(self.dim, old.metric_type)
+        index = faiss.IndexIDMap2(base)  # wraps an empty index only
+        base.codes.resize((n + more + _headroom(n + more)) * size)  # std::vector keeps this capacity ...
+        base.codes.resize(n * size)  # ... when shrunk to the vectors held
+        if n:
+            faiss.rev_swig_ptr(base.codes.data(), n * size)[:] = faiss.rev_swig_ptr(old.codes.data(), n * size)
+        base.ntotal = index.ntotal = n
+        faiss.copy_array_to_vector(faiss.vector_to_array(self.index.id_map), index.id_map)
+        index.construct_rev_map()
+        self.index, self._mapping = index, None
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         x = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         if len(ids) == 0:
             return
+        self._own(len(ids))
         if not self.index.is_trained:
             faiss = _faiss()
             base = faiss.downcast_index(self.index.index)
@@ -160,7 +199,7 @@ class VectorIndex:
         n, d = base.ntotal, base.d
         if n:
             view = faiss.rev_swig_ptr(base.get_xb(), n * d).reshape(n, d)
-            x = np.asarray(_Pinned(view, self.index))  # its base holds the FAISS index
+            x = np.asarray(_Pinned(view, (self.index, self._mapping)))  # its base holds the FAISS index (and its pages)
             x.flags.writeable = False
         else:
             x = np.empty((0, d), np.float32)
@@ -171,6 +210,7 @@ class VectorIndex:
         faiss = _faiss()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids):
+            self._own()
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
             self.version += 1
 
@@ -187,30 +227,34 @@ class VectorIndex:
         FAISS writes the index straight into the file, hashed as it goes,
         after :data:`_HEADER_BYTES` left for the header, which is written
         last (its JSON padded with spaces to fill them). Serialising to
-        memory first took 18 s for a million 512-dimensional vectors.
+        memory first took 18 s for a million 512-dimensional vectors. An
+        exact index starts where its vectors fall on a 64-byte boundary
+        (``payload_at``), so a later load can read them in place, aligned
+        (:func:`_read`); the checksum is taken per block of
+        :data:`_BLOCK_BYTES`, so a load verifies the blocks in parallel.
         """
         faiss = _faiss()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_temporaries(path.parent)
         tmp = _tmp_name(path)
+        at = _HEADER_BYTES + self._vectors_padding()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                os.lseek(fd, _HEADER_BYTES, os.SEEK_SET)
-                sha, size = hashlib.sha256(), 0
+                os.lseek(fd, at, os.SEEK_SET)
+                digest = _BlockDigest()
 
                 def sink(chunk: bytes) -> int:
-                    nonlocal size
-                    sha.update(chunk)
+                    digest.update(chunk)
                     write_all(fd, chunk)
-                    size += len(chunk)
                     return len(chunk)
 
                 faiss.write_index(self.index, faiss.PyCallbackIOWriter(sink))
-                header = {"format": "ibin-index", "version": 1, "dim": self.dim, "factory": self.factory,
+                header = {"format": "ibin-index", "version": 2, "dim": self.dim, "factory": self.factory,
                           "watermark": self.watermark, "ntotal": self.ntotal, "faiss": faiss_version(),
-                          "bytes": size, "sha256": sha.hexdigest(), "catalog": catalog_id}
+                          "bytes": digest.size, "payload_at": at, "sha256_block_bytes": _BLOCK_BYTES,
+                          "sha256": digest.hexdigest(), "catalog": catalog_id}
                 head = json.dumps(header, sort_keys=True).encode()
                 room = _HEADER_BYTES - 8
                 if len(head) > room:
@@ -237,6 +281,22 @@ class VectorIndex:
             except OSError:
                 pass
 
+    def _vectors_padding(self) -> int:
+        """Bytes to leave after the header so that an exact index's vectors start on a 64-byte boundary in its file.
+
+        The vectors follow a fixed prefix in FAISS's serialisation (the
+        ID map's and the flat index's headers and the vectors' count): the
+        serialisation of an empty such index, less the 8 bytes of its empty
+        id list. Other kinds of index are read into memory: no padding.
+        """
+        faiss = _faiss()
+        base = faiss.downcast_index(self.index.index)
+        if not isinstance(base, faiss.IndexFlat):
+            return 0
+        empty = faiss.IndexIDMap2(faiss.IndexFlat(self.dim, base.metric_type))
+        prefix = len(faiss.serialize_index(empty)) - 8
+        return (-(_HEADER_BYTES + prefix)) % 64
+
     @classmethod
     def load(cls, path: str | os.PathLike, dim: int, factory: str | None, *, catalog_id: str | None = None,
              max_id: int | None = None) -> "VectorIndex | None":
@@ -247,12 +307,12 @@ class VectorIndex:
         ``max_id`` is the largest vector id the catalog can have issued: an
         index holding a larger one was not made from this catalog.
         """
-        got, problem = inspect(path)
+        got, problem = _read(path, in_place=True)
         if got is None:
             if problem is not None:
                 log.warning("%s: %s; it will be rebuilt from the catalog", path, problem)
             return None
-        index, meta = got
+        index, meta, mapping = got
         if factory is None:
             factory = str(meta.get("factory"))
         if int(meta.get("dim", -1)) != dim or meta.get("factory") != factory or index.d != dim:
@@ -268,6 +328,7 @@ class VectorIndex:
         self.dim = dim
         self.factory = factory
         self.index = index
+        self._mapping = mapping
         self.watermark = watermark
         self.unsaved = 0
         self.version = 0
@@ -287,28 +348,108 @@ class VectorIndex:
 
 
 _MAGIC = b"IBX1"
-#: Bytes before the FAISS payload in a saved index file: the magic, the header
-#: length and the header JSON padded with spaces (a multiple of 64).
+#: Bytes of a saved index file's header: the magic, the header length and the
+#: header JSON padded with spaces (a multiple of 64). The FAISS payload starts
+#: there, or up to 63 bytes later (``payload_at``: an exact index's vectors aligned).
 _HEADER_BYTES = 4096
+#: The payload's SHA-256 is taken per block of this many bytes (the last one
+#: shorter; an empty payload is one empty block) and the header keeps the
+#: SHA-256 of the blocks' digests one after another: a load verifies the
+#: blocks in parallel (the 2 GB of a million polar signatures took 1.3 s in
+#: one thread). Files of version 1 keep the SHA-256 of the whole payload.
+_BLOCK_BYTES = 1 << 26
+
+
+class _BlockDigest:
+    """SHA-256 of a stream per :data:`_BLOCK_BYTES` block, and of those digests (see :func:`_digest`)."""
+
+    def __init__(self) -> None:
+        self.size, self._done, self._sha, self._in = 0, [], hashlib.sha256(), 0
+
+    def update(self, chunk) -> None:
+        view = memoryview(chunk).cast("B")
+        self.size += len(view)
+        while len(view):
+            take = min(len(view), _BLOCK_BYTES - self._in)
+            self._sha.update(view[:take])
+            self._in += take
+            view = view[take:]
+            if self._in == _BLOCK_BYTES:
+                self._done.append(self._sha.digest())
+                self._sha, self._in = hashlib.sha256(), 0
+
+    def hexdigest(self) -> str:
+        last = [self._sha.digest()] if self._in or not self._done else []
+        return hashlib.sha256(b"".join(self._done + last)).hexdigest()
+
+
+def _digest(payload, block_bytes: int | None) -> str:
+    """The SHA-256 a header keeps for ``payload``: of the whole (``block_bytes`` None, version 1) or of its blocks' digests.
+
+    The blocks are hashed in as many threads as this process may use
+    (hashlib lets go of the interpreter while it hashes).
+    """
+    if block_bytes is None:
+        return hashlib.sha256(payload).hexdigest()
+    n = len(payload)
+    starts = range(0, max(n, 1), block_bytes)
+    workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+    def one(s: int) -> bytes:
+        return hashlib.sha256(payload[s : s + block_bytes]).digest()
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as ex:
+            digests = list(ex.map(one, starts))
+    else:
+        digests = [one(s) for s in starts]
+    return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
 def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | None]:
+    """Read an index file into memory of its own, verifying its header, size and SHA-256.
+
+    As :func:`_read` with ``in_place`` False (what :func:`~ibin.index.check_database`
+    and the benchmarks use).
+    """
+    got, problem = _read(path, in_place=False)
+    return (None if got is None else got[:2]), problem
+
+
+def _read(path: str | os.PathLike, *, in_place: bool) -> tuple[tuple[object, dict, object] | None, str | None]:
     """Read an index file, verifying its header, size and SHA-256.
 
     File layout: ``b"IBX1"``, header length (uint32 LE), header JSON
-    (``dim``, ``factory``, ``watermark``, ``ntotal``, ``catalog``,
-    ``bytes``, ``sha256`` of the payload; :meth:`VectorIndex.save` pads it
-    with spaces to :data:`_HEADER_BYTES`), zero padding to a multiple of 64,
-    then the FAISS index as ``faiss.write_index`` writes it.
+    (``version``, ``dim``, ``factory``, ``watermark``, ``ntotal``,
+    ``catalog``, ``bytes`` of the payload, ``payload_at``, and ``sha256``
+    with ``sha256_block_bytes``, see :data:`_BLOCK_BYTES`;
+    :meth:`VectorIndex.save` pads it with spaces to :data:`_HEADER_BYTES`),
+    zero padding to ``payload_at``, then the FAISS index as
+    ``faiss.write_index`` writes it. Version 1 files (until 2026-12-04)
+    have neither ``payload_at`` (the payload starts at the next multiple of
+    64) nor ``sha256_block_bytes`` (the SHA-256 of the whole payload); they
+    are read into memory, as before.
 
     The file is memory-mapped: the checksum is taken over the mapped pages
-    and FAISS then reads the verified payload from them in blocks, so the
-    file is not copied in memory on the way (reading through an in-memory
-    copy took 20 s for a million 512-dimensional vectors).
+    and FAISS then reads the verified payload from them, so the file is not
+    copied in memory on the way (reading through an in-memory copy took
+    20 s for a million 512-dimensional vectors). An exact (``Flat``) index
+    keeps its vectors in those pages (FAISS's zero-copy reader): loading a
+    million polar signatures copies nothing (it copied 2 GB, ~1.5 s), the
+    page cache holds them once for every process that searches, and the
+    mapping lives as long as the index (:meth:`VectorIndex._own` copies
+    them before the index changes), when ``in_place`` (:meth:`VectorIndex.load`).
+    As with the feature store's segments, a file is only ever replaced by a
+    rename, never rewritten in place, so the pages mapped stay the ones
+    verified. Other indexes are read in blocks into memory of their own.
 
     Returns
     -------
-    ((index, header) or None, problem or None)
+    ((index, header, mapping) or None, problem or None)
+        ``mapping`` is the array of the file's pages the index reads its
+        vectors from, to be kept as long as the index, or None.
         ``(None, None)`` when there is no index file, or one in the format
         of ibin 0.1 (a bare FAISS file with a JSON sidecar, which is
         rebuilt): neither is a problem.
@@ -326,15 +467,27 @@ def inspect(path: str | os.PathLike) -> tuple[tuple[object, dict] | None, str | 
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except (OSError, ValueError) as e:
             return None, f"index file unreadable ({e})"
+        if mm is None:
+            return _inspect_mapped(path, b"", False)
         try:
-            return _inspect_mapped(path, mm if mm is not None else b"")
-        finally:
-            if mm is not None:
-                mm.close()
+            got, problem = _inspect_mapped(path, mm, in_place)
+        except BaseException:
+            _close(mm)
+            raise
+        if got is None or got[2] is None:
+            _close(mm)  # otherwise the index reads its vectors from it
+        return got, problem
 
 
-def _inspect_mapped(path: Path, raw) -> tuple[tuple[object, dict] | None, str | None]:
-    """:func:`inspect` of a file's bytes (a memory map); keeps no view of them."""
+def _close(mm: mmap.mmap) -> None:
+    try:
+        mm.close()
+    except BufferError:  # a view of it is still alive: unmapped once that goes
+        pass
+
+
+def _inspect_mapped(path: Path, raw, in_place: bool) -> tuple[tuple[object, dict, object] | None, str | None]:
+    """:func:`_read` of a file's bytes (a memory map); keeps a view of them only for a Flat index read ``in_place``."""
     faiss = _faiss()
     if raw[:4] != _MAGIC:
         if raw[:4] in (b"IxM2", b"IxMp") and path.with_name(path.name + ".json").exists():
@@ -345,15 +498,19 @@ def _inspect_mapped(path: Path, raw) -> tuple[tuple[object, dict] | None, str | 
         meta = json.loads(raw[8 : 8 + hlen].decode())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-        start = 8 + hlen + (-(8 + hlen)) % 64
+        start = int(meta.get("payload_at", 8 + hlen + (-(8 + hlen)) % 64))
         nbytes, sha = int(meta["bytes"]), str(meta["sha256"])
+        block = meta.get("sha256_block_bytes")
+        block = None if block is None else int(block)
+        if start < 8 + hlen or (block is not None and block <= 0):
+            raise ValueError("payload_at or sha256_block_bytes out of range")
     except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         return None, f"index file header damaged ({e})"
     held = len(raw) - start
     if held != nbytes:
         return None, f"index file holds {max(held, 0)} bytes of index, its header says {nbytes}: damaged"
     with memoryview(raw) as view, view[start:] as payload:
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = _digest(payload, block)
     if digest != sha:
         return None, "index file damaged: its content does not match the SHA-256 in its header"
     pos = start
@@ -364,15 +521,37 @@ def _inspect_mapped(path: Path, raw) -> tuple[tuple[object, dict] | None, str | 
         pos += len(chunk)
         return chunk
 
+    # in place: an exact index saved with its vectors aligned (version 2)
+    mapped = (in_place and isinstance(raw, mmap.mmap) and meta.get("factory") == "Flat" and "payload_at" in meta
+              and nbytes > 0)
+    payload = np.frombuffer(raw, np.uint8, count=nbytes, offset=start) if mapped else None
     try:
-        index = faiss.read_index(faiss.PyCallbackIOReader(source))
+        if mapped:
+            index = faiss.read_index(faiss.ZeroCopyIOReader(faiss.swig_ptr(payload), nbytes))
+        else:
+            index = faiss.read_index(faiss.PyCallbackIOReader(source))
     except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError with its own text
         return None, f"index file unreadable by FAISS ({e})"
     if not isinstance(index, faiss.IndexIDMap2):
         return None, "index file holds vectors without ids"
     if int(meta.get("ntotal", -1)) != index.ntotal:
         return None, "index file header and content disagree on the number of vectors"
-    return (index, meta), None
+    if mapped:
+        base = faiss.downcast_index(index.index)
+        if not isinstance(base, faiss.IndexFlat):
+            return None, "index file of a Flat index holds another kind"
+        if base.codes.is_owned:
+            payload = None
+        elif base.ntotal and faiss.rev_swig_ptr(base.get_xb(), 1).ctypes.data % 64:
+            # not where save() put them (another FAISS's layout): read into memory, aligned
+            del index, base
+            payload = None
+            pos = start
+            try:
+                index = faiss.read_index(faiss.PyCallbackIOReader(source))
+            except Exception as e:  # noqa: BLE001
+                return None, f"index file unreadable by FAISS ({e})"
+    return (index, meta, payload), None
 
 
 _TMP_RE = re.compile(r"\.tmp-(\d+)(?:-[0-9a-f]+)?$")
