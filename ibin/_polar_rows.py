@@ -4,7 +4,7 @@ The candidate stage (:func:`ibin.engine._polar_candidates_many`) reads, for each
 anchor, the rows of the space's signature matrix that belong to it, their
 first harmonics in 8 bits (:class:`~ibin.features._polar.CoarseSignatures`)
 and their exhibit rowids sorted for lookups. Deriving these from a matrix of
-a million signatures takes about a second (most of it quantising). An
+a million signatures takes ~0.3-0.5 s in two threads (most of it quantising). An
 ingest adds rows at the end of the matrix and changes none before them (a
 vector id names one exhibit's one signature for good, and the catalog never
 reuses a rowid), so :meth:`PolarRows.update` derives only the new rows; any

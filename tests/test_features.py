@@ -279,6 +279,14 @@ def test_coarse_signatures_keep_each_row_to_half_a_step():
     assert np.array_equal(plain, c.codes) and np.array_equal(top, c.scale)
     again = CoarseSignatures.from_coarse(ref)  # from float coarse signatures: the same
     assert np.array_equal(again.codes, c.codes) and np.array_equal(again.scale, c.scale)
+    # a row length that is not a multiple of 16, the largest value in the last 5 for every other row
+    odd = ref[:, :21].copy()
+    odd[::2, 19] = -3 * np.abs(odd[::2]).max(axis=1)
+    top = np.abs(odd).max(axis=1).astype(np.float32) / np.float32(127)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        plain = np.clip(np.where(top[:, None] > 0, np.rint(odd / top[:, None]), 0), -127, 127).astype(np.int8)
+    tail = CoarseSignatures.from_coarse(odd)
+    assert np.array_equal(plain, tail.codes) and np.array_equal(top, tail.scale) and tail.codes[0, 19] == -127
     with pytest.raises(IndexError):
         CoarseSignatures.from_vectors(X, R, M, 24, rows=np.array([50]))
 

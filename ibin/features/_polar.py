@@ -306,8 +306,10 @@ class CoarseSignatures:
         """``x[rows][:, cols]`` (all rows by default) in 8 bits, one symmetric scale per row, by a Numba kernel.
 
         The kernel does a division and a rounding per value: compute-bound,
-        so ``workers`` threads share the rows (1M rows of 512 values: 0.62-0.75 s
-        in one thread, 0.34-0.42 s in two, on this project's 2-core machine).
+        so ``workers`` threads share the rows (1M rows of 384 of 512 values:
+        0.46 s in one thread, 0.25 s in two, on this project's 2-core machine,
+        against 0.94 and 0.50 s before its running maximum went 16 lanes
+        wide; ``benchmarks/results/quantise.json``).
         """
         from ._kernels_nb import quantise_rows
 
