@@ -416,3 +416,35 @@ def test_a_replaced_index_is_not_kept_alive_by_its_matrix(tmp_path):
     assert old() is None  # before any new search asks for the matrix
     assert len(db.space_matrix(space)[0]) == 5
     db.close()
+
+
+def test_an_index_read_in_place_survives_its_file_being_replaced_and_removed(tmp_path):
+    """Another handle saving the index (a rename) or a reindex leaves a handle reading the old file's pages correct."""
+    import gc
+
+    space = "cartridge/height"
+    db = Database.create(tmp_path / "db")
+    for i in range(300):
+        db.add(_ex(i, dim=16), durable=False)
+    db.index(space)  # written
+    db.close()
+    a = Database.open(tmp_path / "db")
+    idx = a.index(space)
+    assert idx.mapped
+    x_before = a.space_matrix(space)[2]
+    want = x_before.copy()
+    q = a.vectors_of(a.get("ex7").rowid, space)
+    with Database.open(tmp_path / "db") as b:
+        for i in range(300, 310):  # over 1 %: b saves the index file again, a rename over a's file
+            b.add(_ex(i, dim=16))
+        assert b.index(space).unsaved == 0
+        b.reindex()  # and again, removing and rewriting the index folder's files
+    gc.collect()
+    assert np.array_equal(x_before, want) and a.index(space) is idx  # a still reads the pages it verified
+    _, rowids, _ = a.search_vectors(space, q, 1)
+    assert a.get_rowids(rowids[0])[rowids[0][0]].id == "ex7"
+    a.add(_ex(400, dim=16))  # a catches up with its own copy
+    assert not a.index(space).mapped and a.index(space).ntotal == 311
+    a.close()
+    with Database.open(tmp_path / "db") as c:
+        assert c.index(space).ntotal == 311  # the file (310, by the reindex) and the newest from the catalog
