@@ -56,6 +56,8 @@ def test_batch_with_a_bad_file(db, scans, capsys):
     # how each space is searched is stated: few signatures, exact search
     assert "exact" in info["spaces"]["cartridge-polar/height"]["search"]
     assert info["spaces"]["cartridge/height"]["search"] == "FAISS Flat, exact"
+    # and how the index file was read: in place, from a file of version 2
+    assert info["spaces"]["cartridge/height"]["file_version"] == 2 and info["spaces"]["cartridge/height"]["read_in_place"]
     assert before[1] < (db / "store" / "seg-000001.ibf").stat().st_size
 
 
@@ -136,6 +138,11 @@ def test_info_text(db, capsys):
     assert main(["info", str(db)]) == 0
     out = capsys.readouterr().out
     assert "exhibits   5" in out and "cartridge/height" in out and "faiss" in out
+    # how the index files were read: the ingest wrote the spectral one (read in place); the polar
+    # signatures have no file yet (info opens the database read-only), so their index is made from the catalog
+    assert "cartridge/height: 5 vectors of 256 values, IDMap2,Flat; file version 2, vectors read in place" in out
+    assert "cartridge-polar/height: 5 vectors of 512 values, IDMap2,Flat\n" in out
+    assert not (db / "index" / "cartridge-polar-height.faiss").exists()
 
 
 def test_batch_reuses_pairs_consistently(db):

@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"database   {info['path']} (format {info['format_version']})")
     print(f"exhibits   {info['exhibits']}" + "".join(f", {k}: {v}" for k, v in info["by_kind"].items()))
     for space, s in info["spaces"].items():
-        print(f"index      {space}: {s['vectors']} vectors of {s['dim']} values, {s['index']}")
+        loaded = ""
+        if s.get("file_version") is not None:
+            loaded = f"; file version {s['file_version']}" + (", vectors read in place" if s.get("read_in_place") else "")
+        print(f"index      {space}: {s['vectors']} vectors of {s['dim']} values, {s['index']}{loaded}")
         if s.get("search"):
             print(f"           searched: {s['search']}")
     print(f"size       catalog {b['catalog'] / 1024:.0f} KiB, store {b['store'] / 1024:.0f} KiB, "

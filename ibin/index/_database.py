@@ -1019,6 +1019,9 @@ class Database:
             idx = self._indexes.get(space)
             spaces[space] = {"vectors": n, "index": "IDMap2," + (idx.factory if idx else "Flat"),
                              "dim": self._space_dim(space)}
+            if idx is not None:  # as loaded by this handle
+                spaces[space]["file_version"] = idx.file_version
+                spaces[space]["read_in_place"] = idx.mapped
         total = self.count()
         n_audit, head = self.audit_head()
         return {

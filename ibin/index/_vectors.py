@@ -79,6 +79,8 @@ class VectorIndex:
         self.index = faiss.IndexIDMap2(base)
         #: The index file's pages a loaded exact index reads its vectors from (None: its own memory).
         self._mapping = None
+        #: Format version of the file the index was read from (None: made in memory).
+        self.file_version: int | None = None
         self.watermark = 0
         #: Vectors added since the index was read from or written to its file.
         self.unsaved = 0
@@ -329,6 +331,7 @@ class VectorIndex:
         self.factory = factory
         self.index = index
         self._mapping = mapping
+        self.file_version = int(meta.get("version", 1))
         self.watermark = watermark
         self.unsaved = 0
         self.version = 0
