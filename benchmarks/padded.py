@@ -25,8 +25,9 @@ bounds the wall time on two cores whatever the machine's load.
 
 Left unmeasured: the spectral descriptors (100,040 in their IVF index;
 ``scale.json`` times the candidate stage with 1M of them), the catalog's
-SQL at 1M rows, and reading the surfaces of a ~90 GB store that would not
-stay in the page cache (a lead list reads ~450 records, ~40 MB). The hit
+SQL at 1M rows (its counts, the part that grew with N, are timed at 1M by
+``catalog_counts``), and reading the surfaces of a ~90 GB store that would
+not stay in the page cache (a lead list reads ~450 records, ~40 MB). The hit
 rates are reported but say little about 1M: the added signatures are
 copies of the exhibits on file, not other firearms.
 

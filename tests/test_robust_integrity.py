@@ -331,3 +331,61 @@ def test_creation_is_atomic_and_race_free(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DatabaseError, match="not a directory"):
         Database.open(tmp_path / "file", create=True)
+
+
+def test_counts_are_kept_by_the_catalog_in_the_transactions_that_change_it(db_path):
+    """Exhibits per kind and vectors per space come from counts kept by triggers: exact in a snapshot, across handles, after any deletion."""
+    def rows(db):
+        c = db._conn
+        return (c.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0],
+                c.execute("SELECT COUNT(*) FROM vectors WHERE space = ?", (SPACE,)).fetchone()[0])
+
+    with Database.open(db_path, readonly=True) as reader, Database.open(db_path) as writer:
+        assert reader._has_counts and reader.count(kind="cartridge") == reader.count() == 6
+        assert reader.count(kind="bullet") == 0 and reader.spaces() == {SPACE: 6} and reader.space_size(SPACE) == 6
+        with reader.snapshot():
+            writer.add(_ex(40))
+            writer.delete("ex0")
+            writer.delete("ex1")
+            assert reader.count() == 6 and reader._count_vectors(SPACE) == 6  # as of the snapshot
+        assert (reader.count(), reader._count_vectors(SPACE)) == rows(reader) == (5, 5)
+        writer._conn.execute("DELETE FROM exhibits WHERE id = 'ex2'")  # outside ibin: its vectors go by the foreign key
+        assert (reader.count(), reader._count_vectors(SPACE)) == rows(reader) == (4, 4)
+        for i in (3, 4, 5, 40):
+            writer.delete(f"ex{i}")
+        assert reader.count() == 0 and reader.spaces() == {} and reader._count_vectors(SPACE) == 0
+
+
+def test_an_older_catalog_is_counted_from_its_rows_until_opened_for_writing(db_path):
+    conn = sqlite3.connect(db_path / "catalog.sqlite")
+    conn.executescript("DROP TRIGGER counts_exhibit_added; DROP TRIGGER counts_exhibit_deleted;"
+                       "DROP TRIGGER counts_vector_added; DROP TRIGGER counts_vector_deleted; DROP TABLE counts;")
+    conn.close()
+    with Database.open(db_path, readonly=True) as db:
+        assert not db._has_counts and db.count() == 6 and db.spaces() == {SPACE: 6} and db.counts_kept() is None
+        rep = db.check()
+        assert rep.ok and any("keeps no counts" in f.what for f in rep.notes)
+    with Database.open(db_path) as db:  # added, and counted once
+        assert db._has_counts and db.counts_kept()[0] == {"exhibits/cartridge": 6, f"vectors/{SPACE}": 6}
+        db.add(_ex(7))
+        assert db.count() == 7 and db.spaces() == {SPACE: 7}
+    rep = _check(db_path)
+    assert rep.ok and not any("counts" in f.what for f in rep.notes), _damage(rep)
+
+
+def test_counts_that_are_off_are_damage_and_reindex_counts_again(db_path):
+    conn = sqlite3.connect(db_path / "catalog.sqlite")
+    conn.execute("UPDATE counts SET n = n + 5 WHERE key = 'exhibits/cartridge'")
+    conn.execute("DELETE FROM counts WHERE key = ?", (f"vectors/{SPACE}",))
+    conn.commit()
+    conn.close()
+    rep = _check(db_path)
+    assert not rep.ok
+    assert "the catalog's count of exhibits/cartridge is 11, its rows give 6" in _damage(rep)
+    assert f"the catalog's count of vectors/{SPACE} is 0, its rows give 6" in _damage(rep)
+    with Database.open(db_path) as db:
+        assert db.reindex() == {SPACE: 6}  # counted again first: the space is rebuilt although its count said 0
+        assert db.audit_log()[-1].details["counts_corrected"] == ["exhibits/cartridge", f"vectors/{SPACE}"]
+        assert db.count() == 6
+    rep = _check(db_path)
+    assert rep.ok, _damage(rep)

@@ -14,7 +14,8 @@ What is verified:
    the record is 64-byte aligned, overlaps no other record, its bytes have
    the SHA-256 the catalog recorded, and it decodes;
 3. every exhibit has descriptor vectors, with ids ``rowid << 8 | part``,
-   one length per space, finite values;
+   one length per space, finite values; the exhibits per kind and vectors
+   per space the catalog keeps (``counts``) are those its rows give;
 4. every index file: its size and SHA-256 match its header, it belongs to
    this catalog, it holds every catalog vector up to its watermark with the
    same values (exact storage) and nothing the catalog never issued;
@@ -131,6 +132,7 @@ def check_database(db, *, records: bool = True) -> CheckReport:
             by_rowid = {e["rowid"]: e for e in exhibits}
             _check_records(db, rep, exhibits, verify=records)
             spaces, digests = _check_vectors(db, rep, by_rowid)
+            _check_counts(db, rep)
             _check_audit(db, rep, by_rowid, digests)
     except (sqlite3.DatabaseError, DatabaseError) as e:
         rep._damage(catalog, f"the catalog cannot be read ({e})")
@@ -314,6 +316,19 @@ def _check_vectors(db, rep: CheckReport, by_rowid: dict[int, dict]):
         s["vecs"] = (np.frombuffer(b"".join(s["vecs"]), dtype=np.float32).reshape(len(s["ids"]), s["dim"])
                      if len(s["ids"]) else np.empty((0, s["dim"]), np.float32))
     return spaces, digests
+
+
+def _check_counts(db, rep: CheckReport) -> None:
+    """The exhibits per kind and vectors per space the catalog keeps (``counts``) against its rows."""
+    got = db.counts_kept()
+    if got is None:
+        rep._note("catalog.sqlite", "the catalog keeps no counts (made by an older ibin; added when opened for writing)")
+        return
+    kept, actual = got
+    for key in sorted(kept.keys() | actual.keys()):
+        if kept.get(key, 0) != actual.get(key, 0):
+            rep._damage("catalog.sqlite", f"the catalog's count of {key} is {kept.get(key, 0)}, its rows give "
+                                          f"{actual.get(key, 0)} (ibin reindex counts again)")
 
 
 def _check_indexes(db, rep: CheckReport, spaces: dict[str, dict], by_rowid: dict) -> None:
