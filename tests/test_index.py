@@ -448,3 +448,19 @@ def test_an_index_read_in_place_survives_its_file_being_replaced_and_removed(tmp
     a.close()
     with Database.open(tmp_path / "db") as c:
         assert c.index(space).ntotal == 311  # the file (310, by the reindex) and the newest from the catalog
+
+
+def test_a_faiss_without_a_zero_copy_reader_reads_version_2_files_into_memory(tmp_path, monkeypatch):
+    """FAISS before 1.10 (pyproject allows 1.8) has no zero-copy reader: the file loads as before, not rebuilt."""
+    import faiss
+
+    X = np.random.default_rng(2).standard_normal((50, 8)).astype(np.float32)
+    idx = VectorIndex(8)
+    idx.add(np.arange(50, dtype=np.int64), X)
+    idx.save(tmp_path / "a.faiss")
+    monkeypatch.delattr(faiss, "ZeroCopyIOReader")
+    got = VectorIndex.load(tmp_path / "a.faiss", 8, None)
+    assert got is not None and not got.mapped and got.file_version == 2
+    assert np.array_equal(got.matrix()[1], X)
+    got.add(np.array([99]), X[:1])
+    assert got.ntotal == 51

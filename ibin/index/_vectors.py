@@ -536,9 +536,10 @@ def _inspect_mapped(path: Path, raw, in_place: bool) -> tuple[tuple[object, dict
         pos += len(chunk)
         return chunk
 
-    # in place: an exact index saved with its vectors aligned (version 2)
+    # in place: an exact index saved with its vectors aligned (version 2), by a FAISS that reads
+    # in place (its zero-copy reader and vectors that may be views came with FAISS 1.10-1.11)
     mapped = (in_place and isinstance(raw, mmap.mmap) and meta.get("factory") == "Flat" and "payload_at" in meta
-              and nbytes > 0)
+              and nbytes > 0 and hasattr(faiss, "ZeroCopyIOReader"))
     payload = np.frombuffer(raw, np.uint8, count=nbytes, offset=start) if mapped else None
     try:
         if mapped:
@@ -555,7 +556,7 @@ def _inspect_mapped(path: Path, raw, in_place: bool) -> tuple[tuple[object, dict
         base = faiss.downcast_index(index.index)
         if not isinstance(base, faiss.IndexFlat):
             return None, "index file of a Flat index holds another kind"
-        if base.codes.is_owned:
+        if getattr(base.codes, "is_owned", True):  # copied after all (a FAISS without views)
             payload = None
         elif base.ntotal and faiss.rev_swig_ptr(base.get_xb(), 1).ctypes.data % 64:
             # not where save() put them (another FAISS's layout): read into memory, aligned
