@@ -464,3 +464,43 @@ def test_a_faiss_without_a_zero_copy_reader_reads_version_2_files_into_memory(tm
     assert np.array_equal(got.matrix()[1], X)
     got.add(np.array([99]), X[:1])
     assert got.ntotal == 51
+
+
+def test_vectors_of_exhibits_deleted_elsewhere_are_dropped_once_and_newer_ones_kept(tmp_path, monkeypatch):
+    """A handle whose index predates another handle's deletion drops those vectors once (not a catalog scan per search);
+    a vector newer than its snapshot, in an index file saved meanwhile, is kept and found afterwards."""
+    space = "cartridge/height"
+    db = Database.create(tmp_path / "db")
+    for i in range(200):
+        db.add(_ex(i, dim=16), durable=False)
+    db.index(space)  # the file
+    db.close()
+    a, b = Database.open(tmp_path / "db"), Database.open(tmp_path / "db")
+    q = a.vectors_of(a.get("ex5").rowid, space)
+    gone = {a.get("ex5").rowid, a.get("ex6").rowid}
+    _, R, _ = a.search_vectors(space, q, 3)  # a's index loaded
+    assert R[0][0] == a.get("ex5").rowid
+    b.delete("ex5")
+    b.delete("ex6")
+    scans = []
+    real = Database._all_vector_ids
+    monkeypatch.setattr(Database, "_all_vector_ids", lambda self, s: scans.append(s) or real(self, s))
+    _, R, _ = a.search_vectors(space, q, 5)
+    assert not gone & set(R[0]) and len(a.get_rowids(R[0])) == 5  # five exhibits on file, the deleted ones not
+    assert len(scans) == 1 and a.index(space).ntotal == 198 and a.count() == 198
+    a.search_vectors(space, q, 5)
+    assert len(scans) == 1  # the next search reads no list of ids
+    # an index newer than the snapshot: b adds (its file saved again), a's snapshot began before
+    with a.snapshot():
+        a.count()
+        for i in range(200, 205):
+            b.add(_ex(i, dim=16))
+        assert b.index(space).unsaved == 0  # the file now holds ex200..ex204
+        a._indexes.clear()
+        new = b.vectors_of(b.get("ex204").rowid, space)
+        _, R, _ = a.search_vectors(space, new, 3)  # loads the newer file; ex204 is not in a's snapshot
+        assert b.get("ex204").rowid not in R[0] and a.index(space).ntotal == 203
+    _, R, _ = a.search_vectors(space, new, 1)  # kept, so found once the snapshot is over
+    assert R[0][0] == b.get("ex204").rowid
+    a.close()
+    b.close()
