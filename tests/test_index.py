@@ -504,3 +504,23 @@ def test_vectors_of_exhibits_deleted_elsewhere_are_dropped_once_and_newer_ones_k
     assert R[0][0] == b.get("ex204").rowid
     a.close()
     b.close()
+
+
+def test_a_search_allowed_by_group_is_the_search_allowed_by_every_id_of_the_groups():
+    """allowed_groups (a bitmap, one bit per id of each group) selects exactly the ids of those groups, in FAISS."""
+    rng = np.random.default_rng(11)
+    ids = np.concatenate([(np.arange(1, 400) << 8) | 0, (np.arange(1, 400, 3) << 8) | 17])  # two parts of some
+    X = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    for factory in ("Flat", "IVF8,Flat"):
+        idx = VectorIndex(16, factory)
+        idx.add(ids, X)
+        q = rng.standard_normal((3, 16)).astype(np.float32)
+        groups = np.array([5, 7, 9, 10, 33, 34, 250, 399, 1000, -1])  # beyond the largest held, and -1, ignored
+        want_ids = ids[np.isin(ids >> 8, groups)]
+        D0, I0 = idx.search(q, 12, allowed=want_ids)
+        D1, I1 = idx.search(q, 12, allowed_groups=groups, group_bits=8)
+        assert np.array_equal(I0, I1) and np.allclose(D0, D1) and set(I1.ravel()) <= set(want_ids) | {-1}
+        assert (I1 >= 0).sum() == 3 * min(12, len(want_ids))
+        assert (idx.search(q, 5, allowed_groups=np.array([], np.int64))[1] == -1).all()
+    with pytest.raises(ValueError, match="group_bits"):
+        idx.search(q, 5, allowed_groups=groups, group_bits=2)

@@ -1009,19 +1009,15 @@ class Database:
         if idx is None:
             empty = np.full((len(q), k), -1, np.int64)
             return np.full((len(q), k), -np.inf, np.float32), empty, empty.copy()
-        allowed = None
-        if allowed_rowids is not None:
-            r = np.asarray(allowed_rowids, dtype=np.int64)
-            allowed = ((r[:, None] << _VECTOR_PART_BITS) + np.arange(1 << _VECTOR_PART_BITS)[None]).ravel()
-            live = self._live_vector_ids(space, allowed)
-            allowed = live
+        n = self._count_vectors(space)
+        if idx.ntotal != n:  # exhibits deleted since the index was saved or loaded: dropped here once
+            self._drop_deleted(space, idx)
+        if allowed_rowids is not None:  # the exhibits' vectors, whatever their parts (a bitmap selector)
+            D, I = idx.search(q, k, allowed_groups=np.asarray(allowed_rowids, dtype=np.int64),
+                              group_bits=_VECTOR_PART_BITS)
         else:
-            n = self._count_vectors(space)
-            if idx.ntotal != n:  # exhibits deleted since the index was saved or loaded: dropped here once
-                self._drop_deleted(space, idx)
             # what may still linger (vectors newer than this snapshot) is filtered by the catalog's ids
-            allowed = None if idx.ntotal == n else self._all_vector_ids(space)
-        D, I = idx.search(q, k, allowed=allowed)
+            D, I = idx.search(q, k, allowed=None if idx.ntotal == n else self._all_vector_ids(space))
         rowids = np.where(I >= 0, I >> _VECTOR_PART_BITS, -1)
         parts = np.where(I >= 0, I & ((1 << _VECTOR_PART_BITS) - 1), -1)
         return D, rowids, parts
@@ -1053,10 +1049,6 @@ class Database:
     def _all_vector_ids(self, space: str) -> np.ndarray:
         rows = self._conn.execute("SELECT id FROM vectors WHERE space = ?", (space,)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
-
-    def _live_vector_ids(self, space: str, candidates: np.ndarray) -> np.ndarray:
-        live = self._all_vector_ids(space)
-        return live[np.isin(live, candidates)]
 
     def _set_index(self, space: str, idx: VectorIndex) -> None:
         """This handle's index of a space; a replaced one's matrix is let go (it may hold 2 GB at 1M)."""

@@ -158,30 +158,51 @@ class VectorIndex:
         self.unsaved += len(ids)
         self.version += 1
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               allowed_groups: np.ndarray | None = None, group_bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner products; ``(scores float32 (n, k), ids int64 (n, k))``, -1 = empty slot.
 
         ``allowed`` restricts the search to these ids inside FAISS (an ID
         selector), so a filtered search still returns ``k`` results when
-        ``k`` allowed vectors exist.
+        ``k`` allowed vectors exist. ``allowed_groups`` restricts it to the
+        ids whose ``id >> group_bits`` is one of these (an exhibit's vectors,
+        with the database's ids): a bitmap of ``2**group_bits`` bits per
+        group up to the largest, ``2**(group_bits - 3)`` bytes each (32 MB
+        for a million exhibits), whose bytes are set for the groups given,
+        so the selector costs what the groups do, not what every id of them
+        would (with 55k exhibits allowed of 1M: 0.44 s per search as a list
+        of the ids held, read from the catalog).
         """
         faiss = _faiss()
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, int(k))
+        empty = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         if self.ntotal == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        sel = None
+            return empty
+        sel = keep = None
         if allowed is not None:
             allowed = np.ascontiguousarray(np.unique(allowed), dtype=np.int64)
             if len(allowed) == 0:
-                return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+                return empty
             sel = faiss.IDSelectorBatch(allowed)
+        elif allowed_groups is not None:
+            if group_bits < 3:
+                raise ValueError("group_bits must be at least 3 (whole bytes of the bitmap)")
+            groups = np.asarray(allowed_groups, dtype=np.int64)
+            groups = groups[groups >= 0]
+            if len(groups) == 0:
+                return empty
+            per = 1 << (group_bits - 3)
+            keep = np.zeros((int(groups.max()) + 1, per), np.uint8)
+            keep[groups] = 0xFF
+            sel = faiss.IDSelectorBitmap(keep.size, faiss.swig_ptr(keep))  # ``keep`` outlives the search
         nprobe = self.nprobe
         if nprobe:
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel) if sel is not None else faiss.SearchParametersIVF(nprobe=nprobe)
         else:
             params = faiss.SearchParameters(sel=sel) if sel is not None else None
         D, I = self.index.search(q, k, params=params)
+        del keep
         D = np.where(I < 0, -np.inf, D).astype(np.float32)
         return D, I.astype(np.int64)
 
