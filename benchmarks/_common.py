@@ -202,6 +202,13 @@ def quantiles(x, qs=(50, 95)) -> dict:
     return {f"p{q}": float(np.percentile(x, q)) for q in qs} | {"n": int(x.size)}
 
 
+def ab_times(times: dict[str, list[float]], digits: int = 3) -> dict:
+    """Timings of an A/B run (``{"now": [...], "before": [...]}``): each mode's quantiles and values, and ``before / now`` of the medians."""
+    out = {m: quantiles(v) | {"all": [round(x, digits) for x in v]} for m, v in times.items()}
+    out["before_over_now_p50"] = out["before"]["p50"] / out["now"]["p50"]
+    return out
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux ``/proc``; NaN elsewhere)."""
     try:

@@ -40,7 +40,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, quantiles, write  # noqa: E402
+from ._common import ab_times, environment, write  # noqa: E402
 
 SPECTRAL, POLAR = "cartridge/height", "cartridge-polar/height"
 
@@ -112,15 +112,15 @@ def main(argv=None) -> dict:
                 raise AssertionError(f"{mode}: {got}")
     db.close()
     shutil.rmtree(path, ignore_errors=True)
-    out = {m: quantiles(np.array(v)) | {"all": [round(x, 3) for x in v]} for m, v in times.items()}
+    out = ab_times(times)
     res = {
         "what": __doc__.split("\n\n")[0], "environment": env, "exhibits": a.exhibits + 2,
-        "per_lead_list_ms": out, "before_over_now_p50": out["before"]["p50"] / out["now"]["p50"],
+        "per_lead_list_ms": out,
         "catalog_made_s": fill_s, "counts_added_on_opening_s": migrate_s,
         "one_exhibit_inserted_ms": {"with_counts": one_with * 1e3, "without": one_without * 1e3},
     }
     print(f"per lead list: {out['now']['p50']:.3f} ms p50 against {out['before']['p50']:.1f} ms "
-          f"({res['before_over_now_p50']:.0f}x); counts added on opening in {migrate_s:.2f} s; one exhibit inserted in "
+          f"({out['before_over_now_p50']:.0f}x); counts added on opening in {migrate_s:.2f} s; one exhibit inserted in "
           f"{one_with * 1e3:.2f} ms with the triggers, {one_without * 1e3:.2f} ms without", flush=True)
     print(f"wrote {write('catalog_counts', res)}")
     return res

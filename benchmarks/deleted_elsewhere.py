@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, planted_database, quantiles, write  # noqa: E402
+from ._common import ab_times, environment, planted_database, write  # noqa: E402
 
 SPECTRAL = "cartridge/height"
 
@@ -81,9 +81,8 @@ def main(argv=None) -> dict:
     before.close()
     res = {"what": __doc__.split("\n\n")[0], "environment": env, "database": a.db, "exhibits": n,
            "deleted": victim, "k": 300,
-           "search_ms": {m: quantiles(np.array(v)) | {"all": [round(x, 2) for x in v]} for m, v in times.items()},
+           "search_ms": ab_times(times, 2),
            "first_search_after_the_deletion_ms": {"now": times["now"][0], "before": times["before"][0]}}
-    res["before_over_now_p50"] = res["search_ms"]["before"]["p50"] / res["search_ms"]["now"]["p50"]
     print(f"{n:,} exhibits: a search {res['search_ms']['now']['p50']:.1f} ms p50 against "
           f"{res['search_ms']['before']['p50']:.1f} ms (first after the deletion {times['now'][0]:.0f} against "
           f"{times['before'][0]:.0f} ms); the same neighbours", flush=True)

@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ._common import environment, planted_database, quantiles, write  # noqa: E402
+from ._common import ab_times, environment, planted_database, write  # noqa: E402
 
 SPECTRAL = "cartridge/height"
 
@@ -81,8 +81,7 @@ def main(argv=None) -> dict:
     db.close()
     res = {"what": __doc__.split("\n\n")[0], "environment": env, "database": a.db, "exhibits": n, "k": 300,
            "filters": rows,
-           "search_ms": {m: quantiles(np.array(v)) | {"all": [round(x, 2) for x in v]} for m, v in times.items()}}
-    res["before_over_now_p50"] = res["search_ms"]["before"]["p50"] / res["search_ms"]["now"]["p50"]
+           "search_ms": ab_times(times, 2)}
     print(f"{n:,} exhibits, {len(rows)} filters ({min(r['allowed_exhibits'] for r in rows):,}-"
           f"{max(r['allowed_exhibits'] for r in rows):,} exhibits allowed): {res['search_ms']['now']['p50']:.1f} ms p50 "
           f"against {res['search_ms']['before']['p50']:.0f} ms; the same neighbours", flush=True)

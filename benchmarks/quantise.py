@@ -32,7 +32,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from ._common import environment, quantiles, write  # noqa: E402
+from ._common import ab_times, environment, write  # noqa: E402
 
 
 @njit(cache=True, nogil=True)
@@ -100,10 +100,8 @@ def main(argv=None) -> dict:
     c = CoarseSignatures.from_vectors(x[:1000], R, M)  # the class runs the kernel timed as "now"
     if not (np.array_equal(c.codes, out_["now"][0][:1000]) and np.array_equal(c.scale, out_["now"][1][:1000])):
         raise AssertionError("CoarseSignatures does not give the kernel's codes")
-    out = {str(w): {m: quantiles(np.array(v)) | {"all": [round(t, 3) for t in v]} for m, v in by.items()}
-           for w, by in times.items()}
+    out = {str(w): ab_times(by) for w, by in times.items()}
     for w in out:
-        out[w]["before_over_now_p50"] = out[w]["before"]["p50"] / out[w]["now"]["p50"]
         print(f"{a.rows:,} rows, {w} thread(s): {out[w]['now']['p50']:.3f} s p50 against {out[w]['before']['p50']:.3f} s "
               f"({out[w]['before_over_now_p50']:.2f}x); the same codes and scales", flush=True)
     result = {"what": __doc__.split("\n\n")[0], "environment": env, "rows": a.rows, "columns": int(len(cols)),
