@@ -522,5 +522,7 @@ def test_a_search_allowed_by_group_is_the_search_allowed_by_every_id_of_the_grou
         assert np.array_equal(I0, I1) and np.allclose(D0, D1) and set(I1.ravel()) <= set(want_ids) | {-1}
         assert (I1 >= 0).sum() == 3 * min(12, len(want_ids))
         assert (idx.search(q, 5, allowed_groups=np.array([], np.int64))[1] == -1).all()
+        # a group far past every id held makes no bitmap to reach it (2**40 exhibits would be 32 TB)
+        assert (idx.search(q, 5, allowed_groups=np.array([1 << 40]))[1] == -1).all()
     with pytest.raises(ValueError, match="group_bits"):
         idx.search(q, 5, allowed_groups=groups, group_bits=2)

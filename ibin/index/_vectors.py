@@ -189,7 +189,7 @@ class VectorIndex:
             if group_bits < 3:
                 raise ValueError("group_bits must be at least 3 (whole bytes of the bitmap)")
             groups = np.asarray(allowed_groups, dtype=np.int64)
-            groups = groups[groups >= 0]
+            groups = groups[(groups >= 0) & (groups <= (self.watermark >> group_bits))]  # none held above
             if len(groups) == 0:
                 return empty
             per = 1 << (group_bits - 3)
