@@ -17,13 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from .features._polar import CoarseSignatures, PolarParams
+from .index._vectors import growth_room
 
 __all__ = ["PolarRows"]
-
-
-def _headroom(n: int) -> int:
-    """Rows allocated past ``n`` for rows to come: an eighth (at least 1,024), so growth copies rarely."""
-    return max(n // 8, 1024)
 
 
 class _Growing:
@@ -46,7 +42,7 @@ class _Growing:
     def extend(self, more: np.ndarray) -> None:
         need = self.n + len(more)
         if need > len(self._buf):
-            buf = np.empty((need + _headroom(need),) + self._buf.shape[1:], self._buf.dtype)
+            buf = np.empty((need + growth_room(need),) + self._buf.shape[1:], self._buf.dtype)
             buf[: self.n] = self._buf[: self.n]
             self._buf = buf
         self._buf[self.n : need] = more
@@ -64,7 +60,7 @@ class _Anchor:
 
     def __init__(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray, pp: PolarParams, workers: int = 1):
         self.pp = pp
-        spare = _headroom(len(positions))
+        spare = growth_room(len(positions))
         coarse = self._coarse(x, positions, spare, workers)
         self.positions = _Growing(np.asarray(positions, dtype=np.int64), spare)
         self.codes, self.scale = _Growing(coarse.codes, spare), _Growing(coarse.scale, spare)
@@ -77,7 +73,7 @@ class _Anchor:
     def _sort(self, rowids: np.ndarray) -> None:
         ids = rowids[self.positions.array]
         order = np.argsort(ids, kind="stable")
-        spare = _headroom(len(ids))
+        spare = growth_room(len(ids))
         self.sorted_ids, self.order = _Growing(ids[order], spare), _Growing(order, spare)
 
     def extend(self, rowids: np.ndarray, x: np.ndarray, positions: np.ndarray, workers: int = 1) -> None:

@@ -822,12 +822,15 @@ class Database:
         """Exhibits on file (of one kind): from the counts the catalog keeps, without reading its rows."""
         if self._has_counts:
             if kind is None:
-                row = self._conn.execute("SELECT SUM(n) FROM counts WHERE key LIKE 'exhibits/%'").fetchone()
-            else:
-                row = self._conn.execute("SELECT n FROM counts WHERE key = ?", ("exhibits/" + kind,)).fetchone()
-            return int(row[0] or 0) if row else 0
+                return int(self._conn.execute("SELECT SUM(n) FROM counts WHERE key LIKE 'exhibits/%'").fetchone()[0] or 0)
+            return self._kept("exhibits/" + kind)
         sql, args = self._filter_sql(kind, None, None)  # an older catalog opened read-only
         return int(self._conn.execute(f"SELECT COUNT(*) FROM exhibits WHERE {sql}", args).fetchone()[0])
+
+    def _kept(self, key: str) -> int:
+        """One of the counts the catalog keeps (0 when it has none by that key)."""
+        row = self._conn.execute("SELECT n FROM counts WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
 
     @staticmethod
     def _recount(cur: sqlite3.Cursor) -> None:
@@ -1009,27 +1012,26 @@ class Database:
         if idx is None:
             empty = np.full((len(q), k), -1, np.int64)
             return np.full((len(q), k), -np.inf, np.float32), empty, empty.copy()
-        n = self._count_vectors(space)
+        n, live = self._count_vectors(space), None
         if idx.ntotal != n:  # exhibits deleted since the index was saved or loaded: dropped here once
-            self._drop_deleted(space, idx)
+            live = self._drop_deleted(space, idx)
         if allowed_rowids is not None:  # the exhibits' vectors, whatever their parts (a bitmap selector)
             D, I = idx.search(q, k, allowed_groups=np.asarray(allowed_rowids, dtype=np.int64),
                               group_bits=_VECTOR_PART_BITS)
         else:
             # what may still linger (vectors newer than this snapshot) is filtered by the catalog's ids
-            D, I = idx.search(q, k, allowed=None if idx.ntotal == n else self._all_vector_ids(space))
+            D, I = idx.search(q, k, allowed=None if idx.ntotal == n else live)
         rowids = np.where(I >= 0, I >> _VECTOR_PART_BITS, -1)
         parts = np.where(I >= 0, I & ((1 << _VECTOR_PART_BITS) - 1), -1)
         return D, rowids, parts
 
     def _count_vectors(self, space: str) -> int:
         if self._has_counts:
-            row = self._conn.execute("SELECT n FROM counts WHERE key = ?", ("vectors/" + space,)).fetchone()
-            return int(row[0]) if row else 0
+            return self._kept("vectors/" + space)
         return int(self._conn.execute("SELECT COUNT(*) FROM vectors WHERE space = ?", (space,)).fetchone()[0])
 
-    def _drop_deleted(self, space: str, idx: VectorIndex) -> None:
-        """Remove from this handle's index the vectors of exhibits no longer in the catalog.
+    def _drop_deleted(self, space: str, idx: VectorIndex) -> np.ndarray:
+        """Remove from this handle's index the vectors of exhibits no longer in the catalog; returns the space's ids.
 
         An index file saved before a deletion, or an index loaded before
         another process deleted exhibits, still holds their vectors; until
@@ -1040,11 +1042,11 @@ class Database:
         deleted: a vector newer than the snapshot (an index file saved by
         another process since) stays.
         """
-        held = idx.ids()
-        issued = held <= self.max_vector_id()
-        gone = held[issued & ~np.isin(held, self._all_vector_ids(space))]
+        held, live = idx.ids(), self._all_vector_ids(space)
+        gone = held[(held <= self.max_vector_id()) & ~np.isin(held, live)]
         if len(gone):
             idx.remove(gone)
+        return live
 
     def _all_vector_ids(self, space: str) -> np.ndarray:
         rows = self._conn.execute("SELECT id FROM vectors WHERE space = ?", (space,)).fetchall()

@@ -46,8 +46,12 @@ def faiss_version() -> str:
     return getattr(_faiss(), "__version__", "unknown")
 
 
-def _headroom(n: int) -> int:
-    """Vectors of room kept past ``n`` when a mapped index is copied to grow: an eighth, at least 1,024."""
+def growth_room(n: int) -> int:
+    """Rows of room kept past ``n`` in a buffer that grows at its end: an eighth (at least 1,024), so growth copies rarely.
+
+    For a mapped index copied to grow (:meth:`VectorIndex._own`) and the
+    candidate stage's per-anchor arrays (:mod:`ibin._polar_rows`).
+    """
     return max(n // 8, 1024)
 
 
@@ -130,7 +134,7 @@ class VectorIndex:
         n, size = int(old.ntotal), int(old.code_size)
         base = faiss.IndexFlat(self.dim, old.metric_type)
         index = faiss.IndexIDMap2(base)  # wraps an empty index only
-        base.codes.resize((n + more + _headroom(n + more)) * size)  # std::vector keeps this capacity ...
+        base.codes.resize((n + more + growth_room(n + more)) * size)  # std::vector keeps this capacity ...
         base.codes.resize(n * size)  # ... when shrunk to the vectors held
         if n:
             faiss.rev_swig_ptr(base.codes.data(), n * size)[:] = faiss.rev_swig_ptr(old.codes.data(), n * size)
@@ -561,14 +565,17 @@ def _inspect_mapped(path: Path, raw, in_place: bool) -> tuple[tuple[object, dict
     # in place (its zero-copy reader and vectors that may be views came with FAISS 1.10-1.11)
     mapped = (in_place and isinstance(raw, mmap.mmap) and meta.get("factory") == "Flat" and "payload_at" in meta
               and nbytes > 0 and hasattr(faiss, "ZeroCopyIOReader"))
+    def read(reader):
+        try:
+            return faiss.read_index(reader), None
+        except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError with its own text
+            return None, f"index file unreadable by FAISS ({e})"
+
     payload = np.frombuffer(raw, np.uint8, count=nbytes, offset=start) if mapped else None
-    try:
-        if mapped:
-            index = faiss.read_index(faiss.ZeroCopyIOReader(faiss.swig_ptr(payload), nbytes))
-        else:
-            index = faiss.read_index(faiss.PyCallbackIOReader(source))
-    except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError with its own text
-        return None, f"index file unreadable by FAISS ({e})"
+    index, problem = read(faiss.ZeroCopyIOReader(faiss.swig_ptr(payload), nbytes) if mapped
+                          else faiss.PyCallbackIOReader(source))
+    if index is None:
+        return None, problem
     if not isinstance(index, faiss.IndexIDMap2):
         return None, "index file holds vectors without ids"
     if int(meta.get("ntotal", -1)) != index.ntotal:
@@ -584,10 +591,9 @@ def _inspect_mapped(path: Path, raw, in_place: bool) -> tuple[tuple[object, dict
             del index, base
             payload = None
             pos = start
-            try:
-                index = faiss.read_index(faiss.PyCallbackIOReader(source))
-            except Exception as e:  # noqa: BLE001
-                return None, f"index file unreadable by FAISS ({e})"
+            index, problem = read(faiss.PyCallbackIOReader(source))
+            if index is None:
+                return None, problem
     return (index, meta, payload), None
 
 
