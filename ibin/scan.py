@@ -600,11 +600,12 @@ def save_x3p(scan: Scan, path: str | os.PathLike) -> None:
 
     if scan.modality != "height":
         raise ScanError(scan.source, "only height scans can be written as X3P")
+    # divided, not multiplied by 1e-6 (inexact): the file then reads back to the same micrometres
     x3pio.write(
         os.fspath(path),
-        np.asarray(scan.values, dtype=np.float64) * 1e-6,
-        x_scale=scan.pixel_x_um * 1e-6,
-        y_scale=scan.pixel_y_um * 1e-6,
+        np.asarray(scan.values, dtype=np.float64) / 1e6,
+        x_scale=scan.pixel_x_um / 1e6,
+        y_scale=scan.pixel_y_um / 1e6,
     )
 
 

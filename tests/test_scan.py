@@ -90,7 +90,12 @@ def test_save_and_reload_roundtrip(tmp_path):
     save_x3p(Scan(v, 6.25, 6.25), tmp_path / "r.x3p")
     s = load_scan(tmp_path / "r.x3p")
     np.testing.assert_allclose(s.values, v, atol=1e-9)
-    assert s.pixel_x_um == pytest.approx(6.25)
+    # the spacing comes back to the bit: 6.25 * 1e-6 is written 6.2499999999999995e-06 and read 6.249999999999999,
+    # and a grid of an odd number of rows then halves to one row fewer at 12.5 µm/px
+    for px in (6.25, 1.5625, 3.125, 0.8, 10.0):
+        save_x3p(Scan(v, px, 2 * px), tmp_path / "p.x3p")
+        s = load_scan(tmp_path / "p.x3p")
+        assert (s.pixel_x_um, s.pixel_y_um) == (px, 2 * px)
 
 
 @pytest.mark.parametrize("dtype,full", [(np.uint8, 255), (np.uint16, 65535)])
