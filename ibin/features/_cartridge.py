@@ -6,7 +6,9 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
 2. form removal: robust least-squares plane and quadric on a coarse copy
    (heights only), used to find
 3. the breech-face region: primer outline and firing-pin impression
-   (:func:`~ibin.features._roi.find_breech_face`);
+   (:func:`~ibin.features._roi.find_breech_face`), whose own form (a robust
+   quadric fitted to the region) is then subtracted from the heights, so
+   that tilt cannot leak through the filter's edges;
 4. outliers: spikes further than ``outlier_sigma`` robust deviations from the
    local (short-cut-off) mean are removed;
 5. resampling to the canonical ``pixel_um`` (area average = anti-aliasing);
@@ -33,7 +35,7 @@ import numpy as np
 
 from ..errors import ScanError
 from ..scan import Scan
-from ._filters import block_mean, check_band, gaussian_bandpass, resample, robust_std
+from ._filters import block_mean, check_band, gaussian_bandpass, level_polynomial, resample, robust_std
 from ._roi import Circle, find_breech_face
 from ._polar import PolarParams, anchors_of, from_vector, polar_signature, to_vector
 from ._spectrum import polar_spectrum, spectrum_descriptor
@@ -42,7 +44,7 @@ __all__ = ["CartridgeParams", "PreparedCartridge", "prepare_cartridge", "FEATURE
 
 #: Version of the prepared-array layout and of the preparation method; stored
 #: with every database so that exhibits prepared differently are never mixed.
-FEATURES_VERSION = "cartridge-3"
+FEATURES_VERSION = "cartridge-4"
 
 _Q_SCALE = 25.0  # int8 storage: unit-RMS values * 25, clipped to +-127 (5.08 sigma)
 _Q_MISSING = -128
@@ -307,6 +309,17 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     )
     notes.extend(roi.notes)
     v[~roi.mask] = np.nan
+    # 3b. form: a robust least-squares quadric fitted to the breech face itself
+    # is subtracted before filtering. The band-pass alone removes form only
+    # where its kernel lies whole on measured points; within a kernel of the
+    # aperture or the region's edge the normalised convolution leaves the slope
+    # times the offset of the measured points' centroid, ~0.2 µm per degree of
+    # tilt at 400 µm, as large as the marks, and at the same places on every
+    # case. cmcR likewise removes a trend (a median plane) before its Gaussian
+    # filter (preProcess_removeTrend, then preProcess_gaussFilter; Zemmels et
+    # al. 2023); the quadric also takes the primer's dome.
+    if scan.modality == "height":
+        v, _ = level_polynomial(v, order=2)
     # 4. spikes: points far from the mean of their 3 x 3 neighbourhood
     resid = v - _local_mean3(v)
     s = robust_std(resid[::3, ::3])
