@@ -166,6 +166,25 @@ def _cartridge_params_json() -> str:
     return json.dumps({"version": FEATURES_VERSION, "params": CartridgeParams().to_dict()}, sort_keys=True)
 
 
+def _check_prepared_alike(db, key: str, value: str, what: str) -> None:
+    """Raise unless the exhibits on file were prepared as this ibin prepares (``value`` under ``key``)."""
+    on_file = db.get_setting(key)
+    if on_file is None or on_file == value:
+        return
+
+    def version(text: str) -> str:
+        try:
+            return str(json.loads(text).get("version", "?"))
+        except (ValueError, AttributeError):
+            return "?"
+
+    was, now = version(on_file), version(value)
+    why = (f"its exhibits were prepared by features {was!r} and this ibin prepares {now!r}" if was != now
+           else "its exhibits were prepared with other parameters")
+    raise DatabaseError(f"{db.path}: cannot {what}: {why}, and exhibits prepared differently are never compared; "
+                        "build a new database from the scans (ibin ingest NEW_DB FILES...)")
+
+
 def prepare(scan, kind: str = "cartridge", *, pixel_um: float | None = None):
     """Prepare a scan for comparison (the ``features`` stage).
 
@@ -313,6 +332,9 @@ def ingest(
                 if existing is not None:
                     res = IngestResult(str(name), existing, "duplicate", f"already on file as {existing}")
                 else:
+                    if handle is not None:  # refused before the preparation's cost, not after
+                        _check_prepared_alike(handle, _cartridge_settings_key(scan.modality), _cartridge_params_json(),
+                                              f"add {ex_id!r}")
                     prep = prepare(scan, kind)
                     got, added = add_prepared(
                         writable(), prep, id=ex_id, kind=kind,
@@ -394,6 +416,7 @@ def add_prepared(db, prep, *, id: str, kind: str, source_name: str, sha256: str,
     """
     from .index import NewExhibit
 
+    _check_prepared_alike(db, _cartridge_settings_key(prep.modality), _cartridge_params_json(), f"add {id!r}")
     db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json())
     arrays, attrs = prep.to_arrays()
     attrs = dict(attrs, source_info=dict(source_info or {}),
@@ -982,10 +1005,7 @@ def search(
     t0 = time.perf_counter()
     scan = _as_scan(query, pixel_um)
     prep = prepare(scan, kind)
-    key = _cartridge_settings_key(prep.modality)
-    on_file = db.get_setting(key)
-    if on_file is not None and on_file != _cartridge_params_json():
-        raise DatabaseError(f"{db.path}: exhibits on file were prepared with other settings; they cannot be searched")
+    _check_prepared_alike(db, _cartridge_settings_key(prep.modality), _cartridge_params_json(), "search it")
     # a scan already on file is not its own lead
     same = db.find_source(scan.sha256, kind) if scan.sha256 else None
     exclude = db.get(same).rowid if same is not None else None

@@ -283,3 +283,23 @@ def test_lead_list_log_syncs_the_folder_of_the_file_it_creates(tmp_path, monkeyp
     assert out.exists() and synced == [out.parent.resolve()]
     ibin.leads.LeadListLog(out, str(tmp_path / "db")).close()
     assert synced == [out.parent.resolve()]
+
+
+def test_a_database_prepared_by_other_features_is_refused_by_name(db, scans, capsys):
+    """Exhibits prepared by another features version are never compared; both commands say which versions."""
+    import sqlite3
+
+    from ibin.features import FEATURES_VERSION
+
+    with sqlite3.connect(db / "catalog.sqlite") as c:
+        (key, value), = c.execute("SELECT key, value FROM settings WHERE key LIKE 'features/cartridge/%'")
+        c.execute("UPDATE settings SET value = ? WHERE key = ?", (value.replace(FEATURES_VERSION, "cartridge-0"), key))
+    capsys.readouterr()
+    assert main(["search", str(db), str(scans["f2-s1"])]) == 2
+    err = capsys.readouterr().err
+    assert "'cartridge-0'" in err and repr(FEATURES_VERSION) in err and "new database" in err
+    assert main(["ingest", str(db), str(scans["f2-s1"])]) == 1
+    captured = capsys.readouterr()
+    assert "'cartridge-0'" in captured.err and "0 added, 0 already on file, 1 failed" in captured.out
+    assert main(["info", str(db), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exhibits"] == 5  # nothing on file was touched
