@@ -45,6 +45,35 @@ def main(argv=None) -> dict:
         t_search = time.perf_counter() - t0
         info = db.info()
         db.close()
+    result = {
+        "what": "Fadul et al. 2011, 40 breech faces (CSAFE processed), all pairs, through ingest + search --all",
+        "environment": env,
+        **accuracy(lists, key),
+        "seconds": {"ingest_40": t_ingest, "search_all": t_search, "per_pair": t_search / (len(key) * (len(key) - 1) / 2)},
+        "storage_bytes_per_exhibit": info["bytes"]["per_exhibit"],
+    }
+    peer = d / "scratch-core-pair-scores.csv"
+    if peer.exists():
+        with open(peer) as f:
+            rows = list(csv.DictReader(f))
+        ps = [r for r in rows if r["same_firearm"] == "1"]
+        pd = [r for r in rows if r["same_firearm"] == "0"]
+        result["scratch_core"] = {
+            "auc_cmc": auc([float(r["cmc"]) for r in ps], [float(r["cmc"]) for r in pd]),
+            "auc_mean_cell_ccf": auc([float(r["mean_cell_accf"]) for r in ps], [float(r["mean_cell_accf"]) for r in pd]),
+            "cmc_same_min": min(int(r["cmc"]) for r in ps), "cmc_different_max": max(int(r["cmc"]) for r in pd),
+            "cpu_seconds_per_pair_median": float(np.median([float(r["cpu_s"]) for r in rows])),
+        }
+    out = write("fadul_accuracy", result)
+    print(f"{summary(result)}; {result['seconds']['per_pair'] * 1e3:.0f} ms/pair -> {out}")
+    return result
+
+
+def accuracy(lists, key: dict[str, str]) -> dict:
+    """Hit rates, ROC AUC, EER and CMC separation of all-against-all lead lists with known firearms.
+
+    ``lists`` holds one lead list per exhibit, each listing all the others.
+    """
     pair = {}
     top1, top10, per_query = 0, 0, {}
     for ll in lists:
@@ -60,9 +89,7 @@ def main(argv=None) -> dict:
     same = [v for k, v in pair.items() if key[k[0]] == key[k[1]]]
     diff = [v for k, v in pair.items() if key[k[0]] != key[k[1]]]
     col = lambda rows, i: [r[i] for r in rows]  # noqa: E731
-    result = {
-        "what": "Fadul et al. 2011, 40 breech faces (CSAFE processed), all pairs, through ingest + search --all",
-        "environment": env,
+    return {
         "n_scans": len(key), "n_pairs": len(pair), "same_pairs": len(same), "different_pairs": len(diff),
         "top1_hits": top1, "top10_all_mates": top10,
         "auc": {"score": auc(col(same, 0), col(diff, 0)), "cmc": auc(col(same, 1), col(diff, 1)),
@@ -70,28 +97,18 @@ def main(argv=None) -> dict:
         "eer": {"score": eer(col(same, 0), col(diff, 0)), "cmc": eer(col(same, 1), col(diff, 1))},
         "cmc_same": {"min": min(col(same, 1)), "median": float(np.median(col(same, 1)))},
         "cmc_different": {"max": max(col(diff, 1)), "median": float(np.median(col(diff, 1)))},
+        "different_pairs_cmc_6_or_more": sum(c >= 6 for c in col(diff, 1)),
         "score_gap": min(col(same, 0)) - max(col(diff, 0)),
-        "seconds": {"ingest_40": t_ingest, "search_all": t_search, "per_pair": t_search / len(pair)},
-        "storage_bytes_per_exhibit": info["bytes"]["per_exhibit"],
         "per_query": per_query,
     }
-    peer = d / "scratch-core-pair-scores.csv"
-    if peer.exists():
-        with open(peer) as f:
-            rows = list(csv.DictReader(f))
-        ps = [r for r in rows if r["same_firearm"] == "1"]
-        pd = [r for r in rows if r["same_firearm"] == "0"]
-        result["scratch_core"] = {
-            "auc_cmc": auc([float(r["cmc"]) for r in ps], [float(r["cmc"]) for r in pd]),
-            "auc_mean_cell_ccf": auc([float(r["mean_cell_accf"]) for r in ps], [float(r["mean_cell_accf"]) for r in pd]),
-            "cmc_same_min": min(int(r["cmc"]) for r in ps), "cmc_different_max": max(int(r["cmc"]) for r in pd),
-            "cpu_seconds_per_pair_median": float(np.median([float(r["cpu_s"]) for r in rows])),
-        }
-    out = write("fadul_accuracy", result)
-    print(f"top-1 {top1}/40, all mates in top 10 for {top10}/40; AUC score {result['auc']['score']:.4f}, "
-          f"CMC {result['auc']['cmc']:.4f}; CMC same >= {result['cmc_same']['min']}, different <= "
-          f"{result['cmc_different']['max']}; {t_search / len(pair) * 1e3:.0f} ms/pair -> {out}")
-    return result
+
+
+def summary(r: dict) -> str:
+    """One line of :func:`accuracy`'s result."""
+    n = r["n_scans"]
+    return (f"top-1 {r['top1_hits']}/{n}, all mates in top 10 for {r['top10_all_mates']}/{n}; AUC score "
+            f"{r['auc']['score']:.4f}, CMC {r['auc']['cmc']:.4f}; CMC same >= {r['cmc_same']['min']}, different <= "
+            f"{r['cmc_different']['max']} ({r['different_pairs_cmc_6_or_more']} different pairs at >= 6)")
 
 
 if __name__ == "__main__":
