@@ -374,7 +374,10 @@ def render_html(report: Report) -> str:
         '<p class="legend">Score = CMC count + areal CCF. CMC: congruent matching cells, the smaller count of the two '
         f"directions (Song 2013; Tong et al. 2015): {cmc.cell_um:g} µm cells with CCF ≥ {cmc.ccf_threshold:g}, "
         f"within ±{cmc.xy_threshold_um:g} µm and ±{cmc.theta_threshold_deg:g}° of the consensus; six or more is the "
-        "NIST identification criterion. The alignment (rotation, dx, dy) brings the lead onto the query.</p>"
+        "NIST identification criterion, set on scans from one instrument: between scans of different resolutions a "
+        "few different-firearm pairs reach six (ibin's fadul_variants benchmark), so here it marks a strong lead for "
+        "the examiner's comparison, not a conclusion. The alignment (rotation, dx, dy) brings the lead onto the "
+        "query.</p>"
         )
     for p in report.pictures:
         l = p.lead
