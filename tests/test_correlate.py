@@ -302,3 +302,37 @@ def test_inverse_near_zero_is_the_inverse_transform_there(shape, shift):
     order_r = sorted(rows)
     order_c = sorted(cols)
     np.testing.assert_allclose(got, x[:, order_r][:, :, order_c], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(40, 100), (101, 37), (64, 64)])
+def test_pyramid_grid_keeps_every_point_at_any_rotation(shape):
+    """Turned about its grid's centre, a surface keeps all its measured points, whatever its box."""
+    from ibin.correlate import Pyramid
+    from ibin.correlate._ncc import rotate_stack
+
+    s = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    p = Pyramid(s, 12.5)
+    g = p.levels[1]
+    assert g.shape[0] % 4 == 0 and g.shape[1] % 4 == 0
+    ox, oy = (round(v / 12.5) for v in p.offset_um)
+    np.testing.assert_array_equal(g[oy : oy + shape[0], ox : ox + shape[1]], s)
+    n = np.isfinite(g).sum()
+    for angle in (30.0, 45.0, 90.0, 137.0):
+        # exact for quarter turns; elsewhere bilinear interpolation loses about one point in four along the edge
+        kept = np.isfinite(rotate_stack(g, [angle], interpolation="nearest")[0]).sum()
+        assert kept >= n - 2 * (shape[0] + shape[1]) * (angle % 90 != 0), angle
+
+
+def test_a_scan_turned_a_quarter_keeps_all_its_congruent_cells():
+    """Fadul_Q's region is 226 x 266 pixels: a quarter turn used to push 20 pixels off each end (16 of 21 cells)."""
+    from ibin.scan import Scan, load_scan
+
+    from .conftest import shared_path
+
+    s = load_scan(shared_path("cartridge", "fadul", "Fadul_Q.x3p"))
+    a = prepare_cartridge(s)
+    assert a.surface.shape[0] != a.surface.shape[1]
+    b = prepare_cartridge(Scan(np.rot90(np.asarray(s.values)), s.pixel_x_um, s.pixel_y_um))
+    r = compare_prepared(a, b)
+    assert r.cmc_ab.cmc == r.cmc_ab.cell_count and r.cmc_ba.cmc == r.cmc_ba.cell_count
+    assert abs(abs(r.alignment.rotation_deg) - 90.0) < 1.0

@@ -23,6 +23,7 @@ alignment.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -202,6 +203,8 @@ def compare_prepared(
         B1, A1, a.pixel_um, rotation_deg=-reg.rotation_deg, shift_px=inv, params=p.cmc,
         reference_coarse=B2, comparison_coarse=A2,
     )
+    # cells reported where they lie on each prepared surface, not on its pyramid's wider grid
+    ab, ba = _cells_on_surface(ab, pa.offset_um), _cells_on_surface(ba, pb.offset_um)
     cmc = min(ab.cmc, ba.cmc)
     cells = min(ab.cell_count, ba.cell_count)
     ccf = float(reg.ccf)
@@ -211,8 +214,11 @@ def compare_prepared(
     # in each surface's own frame: p_A = R (p_B - c_B) + c_B + shift * px (c_B: B's grid
     # centre, the rotation centre); the surfaces' origins in their scans add on.
     # Reported about B's scan centre S: d = f(S) - S.
-    d_grid = np.array([reg.shift_px[1], reg.shift_px[0]]) * px + np.asarray(a.origin_um) - np.asarray(b.origin_um)
-    c_grid = _centre_um(B1, px) + np.asarray(b.origin_um)
+    # the pyramids' grids: the surfaces placed on them at offset_um
+    oa = np.asarray(a.origin_um) - np.asarray(pa.offset_um)
+    ob = np.asarray(b.origin_um) - np.asarray(pb.offset_um)
+    d_grid = np.array([reg.shift_px[1], reg.shift_px[0]]) * px + oa - ob
+    c_grid = _centre_um(B1, px) + ob
     S = np.asarray(b.scan_centre_um)
     d = _rot(reg.rotation_deg) @ (S - c_grid) + c_grid + d_grid - S
     return AreaComparison(
@@ -220,6 +226,14 @@ def compare_prepared(
         alignment=Alignment(_wrap(reg.rotation_deg), float(d[0]), float(d[1]), (float(S[0]), float(S[1]))),
         overlap=float(reg.overlap), cmc_ab=ab, cmc_ba=ba,
     )
+
+
+def _cells_on_surface(r: CMCResult, offset_um: tuple[float, float]) -> CMCResult:
+    """``r`` with its cells' centres moved from a pyramid's grid onto the surface placed at ``offset_um``."""
+    if offset_um == (0.0, 0.0):
+        return r
+    ox, oy = offset_um
+    return dataclasses.replace(r, cells=tuple(dataclasses.replace(c, x_um=c.x_um - ox, y_um=c.y_um - oy) for c in r.cells))
 
 
 def _centre_um(arr: np.ndarray, px: float) -> np.ndarray:

@@ -83,17 +83,30 @@ class Registration:
 class Pyramid:
     """A prepared surface on the canonical grid and on 2x and 4x coarser grids.
 
-    The canonical grid is padded with NaN to a multiple of 4 so that all
-    three grids share their centre exactly.
+    The surface is placed in the middle of a larger grid of NaN, a multiple
+    of 4 on each side so that all three grids share their centre exactly,
+    and wide enough that every measured point stays on the grid when the
+    grid is turned about its centre by any angle (registration, screen and
+    CMC turn one surface about its grid's centre, on a grid of the same
+    shape): a region that fills a corner of its box, or a box longer than it
+    is wide, would otherwise lose measured points at some rotations, and
+    mates scanned at other orientations would lose congruent cells.
+    ``offset_um`` is where the surface's corner lies on the grid (x, y).
     """
 
     def __init__(self, surface: np.ndarray, pixel_um: float):
         s = np.asarray(surface, dtype=np.float32)
         h, w = s.shape
-        H, W = -(-h // 4) * 4, -(-w // 4) * 4
+        yy, xx = np.nonzero(np.isfinite(s))
+        # farthest measured point from the surface's centre, with a pixel to spare
+        reach = float(np.sqrt(((yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2).max())) + 1.0 if yy.size else 0.0
+        side = int(math.ceil(2.0 * reach)) + 1
+        H, W = -(-max(h, side) // 4) * 4, -(-max(w, side) // 4) * 4
+        oy, ox = (H - h) // 2, (W - w) // 2
         pad = np.full((H, W), np.nan, np.float32)
-        pad[:h, :w] = s
+        pad[oy : oy + h, ox : ox + w] = s
         self.pixel_um = float(pixel_um)
+        self.offset_um = (ox * self.pixel_um, oy * self.pixel_um)
         self.levels = {1: pad, 2: _downsample(pad, 2), 4: _downsample(pad, 4)}
 
     def count(self, level: int) -> int:
