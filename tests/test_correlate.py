@@ -336,3 +336,20 @@ def test_a_scan_turned_a_quarter_keeps_all_its_congruent_cells():
     r = compare_prepared(a, b)
     assert r.cmc_ab.cmc == r.cmc_ab.cell_count and r.cmc_ba.cmc == r.cmc_ba.cell_count
     assert abs(abs(r.alignment.rotation_deg) - 90.0) < 1.0
+
+
+def test_screen_places_candidates_where_the_query_sits_on_its_wider_grid(synth_cases):
+    """A query grid widened to turn holds its surface off the corner; zero shift still means the corners together."""
+    from ibin.correlate import Pyramid, QueryScreen, ScreenParams
+    from ibin.features._filters import block_mean
+
+    q = synth_cases[(0, 0)][0]
+    h = q.surface.shape[0]
+    band = q.surface[h // 2 - 60 : h // 2 + 60]  # a band: its grid is much wider than tall
+    p = Pyramid(band, PX)
+    assert p.offset_px(4)[0] >= 20
+    c = block_mean(band, 4)  # the query's own surface as a candidate, as the store keeps it
+    params = ScreenParams(hypotheses_with_hint=0, max_shift_um=250.0)
+    placed = QueryScreen(p.levels[4], 4 * PX, q.spectrum, c.shape, params, query_offset_px=p.offset_px(4))
+    cornered = QueryScreen(p.levels[4], 4 * PX, q.spectrum, c.shape, params)
+    assert placed.score(c, q.spectrum, 0.0)[0] > max(0.7, 5 * cornered.score(c, q.spectrum, 0.0)[0])

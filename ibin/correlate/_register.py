@@ -107,7 +107,12 @@ class Pyramid:
         pad[oy : oy + h, ox : ox + w] = s
         self.pixel_um = float(pixel_um)
         self.offset_um = (ox * self.pixel_um, oy * self.pixel_um)
+        self._offset_px = (oy, ox)
         self.levels = {1: pad, 2: _downsample(pad, 2), 4: _downsample(pad, 4)}
+
+    def offset_px(self, level: int) -> tuple[int, int]:
+        """Where the surface's corner lies on the grid of ``level`` (rows, cols; rounded on the coarser grids)."""
+        return int(round(self._offset_px[0] / level)), int(round(self._offset_px[1] / level))
 
     def count(self, level: int) -> int:
         return int(np.isfinite(self.levels[level]).sum())
