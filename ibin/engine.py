@@ -549,8 +549,7 @@ def _query_screen(query: _Prepared, shape: tuple[int, int]):
     """The query side of the screen, for candidates up to ``shape`` (coarsest grid)."""
     from .correlate import QueryScreen
 
-    return QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape,
-                       query_offset_px=query.pyramid.offset_px(4))
+    return QueryScreen(query.pyramid.levels[4], 4 * query.prep.pixel_um, query.prep.spectrum, shape)
 
 
 def _screen_items(qs, items: Sequence[tuple[Mapping[str, np.ndarray], object]]) -> list[float]:

@@ -306,16 +306,17 @@ def test_inverse_near_zero_is_the_inverse_transform_there(shape, shift):
 
 @pytest.mark.parametrize("shape", [(40, 100), (101, 37), (64, 64)])
 def test_pyramid_grid_keeps_every_point_at_any_rotation(shape):
-    """Turned about its grid's centre, a surface keeps all its measured points, whatever its box."""
+    """Turned about its widened grid's centre, a surface keeps all its measured points, whatever its box."""
     from ibin.correlate import Pyramid
     from ibin.correlate._ncc import rotate_stack
 
     s = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     p = Pyramid(s, 12.5)
-    g = p.levels[1]
-    assert g.shape[0] % 4 == 0 and g.shape[1] % 4 == 0
-    ox, oy = (round(v / 12.5) for v in p.offset_um)
+    g, g2, (oy, ox) = p.wide()
+    assert g.shape[0] % 4 == 0 and g.shape[1] % 4 == 0 and oy % 2 == 0 and ox % 2 == 0
     np.testing.assert_array_equal(g[oy : oy + shape[0], ox : ox + shape[1]], s)
+    t2 = p.levels[2]
+    np.testing.assert_array_equal(g2[oy // 2 : oy // 2 + t2.shape[0], ox // 2 : ox // 2 + t2.shape[1]], t2)
     n = np.isfinite(g).sum()
     for angle in (30.0, 45.0, 90.0, 137.0):
         # exact for quarter turns; elsewhere bilinear interpolation loses about one point in four along the edge
@@ -336,20 +337,3 @@ def test_a_scan_turned_a_quarter_keeps_all_its_congruent_cells():
     r = compare_prepared(a, b)
     assert r.cmc_ab.cmc == r.cmc_ab.cell_count and r.cmc_ba.cmc == r.cmc_ba.cell_count
     assert abs(abs(r.alignment.rotation_deg) - 90.0) < 1.0
-
-
-def test_screen_places_candidates_where_the_query_sits_on_its_wider_grid(synth_cases):
-    """A query grid widened to turn holds its surface off the corner; zero shift still means the corners together."""
-    from ibin.correlate import Pyramid, QueryScreen, ScreenParams
-    from ibin.features._filters import block_mean
-
-    q = synth_cases[(0, 0)][0]
-    h = q.surface.shape[0]
-    band = q.surface[h // 2 - 60 : h // 2 + 60]  # a band: its grid is much wider than tall
-    p = Pyramid(band, PX)
-    assert p.offset_px(4)[0] >= 20
-    c = block_mean(band, 4)  # the query's own surface as a candidate, as the store keeps it
-    params = ScreenParams(hypotheses_with_hint=0, max_shift_um=250.0)
-    placed = QueryScreen(p.levels[4], 4 * PX, q.spectrum, c.shape, params, query_offset_px=p.offset_px(4))
-    cornered = QueryScreen(p.levels[4], 4 * PX, q.spectrum, c.shape, params)
-    assert placed.score(c, q.spectrum, 0.0)[0] > max(0.7, 5 * cornered.score(c, q.spectrum, 0.0)[0])

@@ -192,33 +192,33 @@ def compare_prepared(
     hints = tuple(h for h, _ in rotation_hypotheses(a.spectrum, b.spectrum, count=p.spectrum_hints))
     hints = hints + tuple((h + 180.0) % 360.0 for h in hints)
     reg = register(pa, pb, p.registration, hints_deg=hints)
-    A1, B1 = pa.levels[1], pb.levels[1]
-    A2, B2 = pa.levels[2], pb.levels[2]
+    # the cells on grids widened to turn: the registration's shift carried over to them
+    (A1, A2, oa), (B1, B2, ob) = pa.wide(), pb.wide()
+    shift = _widened_shift(reg.rotation_deg, reg.shift_px, pa.levels[1].shape, pb.levels[1].shape, oa, ob,
+                           B1.shape)
     ab = congruent_matching_cells(
-        A1, B1, a.pixel_um, rotation_deg=reg.rotation_deg, shift_px=reg.shift_px, params=p.cmc,
+        A1, B1, a.pixel_um, rotation_deg=reg.rotation_deg, shift_px=shift, params=p.cmc,
         reference_coarse=A2, comparison_coarse=B2,
     )
-    inv = _inverse_shift(reg.rotation_deg, reg.shift_px, _centre(A1), _centre(B1))
+    inv = _inverse_shift(reg.rotation_deg, shift, _centre(A1), _centre(B1))
     ba = congruent_matching_cells(
         B1, A1, a.pixel_um, rotation_deg=-reg.rotation_deg, shift_px=inv, params=p.cmc,
         reference_coarse=B2, comparison_coarse=A2,
     )
-    # cells reported where they lie on each prepared surface, not on its pyramid's wider grid
-    ab, ba = _cells_on_surface(ab, pa.offset_um), _cells_on_surface(ba, pb.offset_um)
+    # cells reported where they lie on each prepared surface, not on the widened grids
+    px = a.pixel_um
+    ab = _cells_on_surface(ab, (oa[1] * px, oa[0] * px))
+    ba = _cells_on_surface(ba, (ob[1] * px, ob[0] * px))
     cmc = min(ab.cmc, ba.cmc)
     cells = min(ab.cell_count, ba.cell_count)
     ccf = float(reg.ccf)
     score = cmc + min(max(ccf, 0.0), 0.999)
     # alignment in scan frames: p_A = R (p_B - c_B) + c_B + d
-    px = a.pixel_um
     # in each surface's own frame: p_A = R (p_B - c_B) + c_B + shift * px (c_B: B's grid
     # centre, the rotation centre); the surfaces' origins in their scans add on.
     # Reported about B's scan centre S: d = f(S) - S.
-    # the pyramids' grids: the surfaces placed on them at offset_um
-    oa = np.asarray(a.origin_um) - np.asarray(pa.offset_um)
-    ob = np.asarray(b.origin_um) - np.asarray(pb.offset_um)
-    d_grid = np.array([reg.shift_px[1], reg.shift_px[0]]) * px + oa - ob
-    c_grid = _centre_um(B1, px) + ob
+    d_grid = np.array([reg.shift_px[1], reg.shift_px[0]]) * px + np.asarray(a.origin_um) - np.asarray(b.origin_um)
+    c_grid = _centre_um(pb.levels[1], px) + np.asarray(b.origin_um)
     S = np.asarray(b.scan_centre_um)
     d = _rot(reg.rotation_deg) @ (S - c_grid) + c_grid + d_grid - S
     return AreaComparison(
@@ -226,6 +226,23 @@ def compare_prepared(
         alignment=Alignment(_wrap(reg.rotation_deg), float(d[0]), float(d[1]), (float(S[0]), float(S[1]))),
         overlap=float(reg.overlap), cmc_ab=ab, cmc_ba=ba,
     )
+
+
+def _widened_shift(theta_deg: float, shift_yx: tuple[float, float], shape_a: tuple[int, int], shape_b: tuple[int, int],
+                   off_a: tuple[int, int], off_b: tuple[int, int], wide_shape_b: tuple[int, int]) -> tuple[float, float]:
+    """A registration's shift (rows, cols) between two grids, carried over to the same grids widened.
+
+    The registration maps B onto A as ``p_A = R (p_B - c_B) + c_B + s``
+    (``c_B`` B's grid centre). Placing the grids at ``off_a``/``off_b`` on
+    wider ones moves B's centre of rotation by ``delta`` (B's widened centre
+    minus its centre there), so ``s' = s + (o_A - o_B) + (R - I) delta``.
+    """
+    s = np.array([shift_yx[1], shift_yx[0]], dtype=np.float64)
+    o = np.array([off_a[1] - off_b[1], off_a[0] - off_b[0]], dtype=np.float64)
+    c_b = np.array([(shape_b[1] - 1) / 2.0 + off_b[1], (shape_b[0] - 1) / 2.0 + off_b[0]])
+    delta = np.array([(wide_shape_b[1] - 1) / 2.0, (wide_shape_b[0] - 1) / 2.0]) - c_b
+    sp = s + o + (_rot(theta_deg) - np.eye(2)) @ delta
+    return float(sp[1]), float(sp[0])
 
 
 def _cells_on_surface(r: CMCResult, offset_um: tuple[float, float]) -> CMCResult:

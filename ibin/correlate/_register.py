@@ -83,39 +83,51 @@ class Registration:
 class Pyramid:
     """A prepared surface on the canonical grid and on 2x and 4x coarser grids.
 
-    The surface is placed in the middle of a larger grid of NaN, a multiple
-    of 4 on each side so that all three grids share their centre exactly,
-    and wide enough that every measured point stays on the grid when the
-    grid is turned about its centre by any angle (registration, screen and
-    CMC turn one surface about its grid's centre, on a grid of the same
-    shape): a region that fills a corner of its box, or a box longer than it
-    is wide, would otherwise lose measured points at some rotations, and
-    mates scanned at other orientations would lose congruent cells.
-    ``offset_um`` is where the surface's corner lies on the grid (x, y).
+    The canonical grid is padded with NaN to a multiple of 4 so that all
+    three grids share their centre exactly. :meth:`wide` gives the canonical
+    and 2x grids again, widened so that they can be turned about their centre
+    by any angle without losing a measured point (for the congruent matching
+    cells, which turn one surface on a grid of the same shape: a region that
+    is longer than wide, or fills a corner of its box, would otherwise lose
+    cells at some rotations).
     """
 
     def __init__(self, surface: np.ndarray, pixel_um: float):
         s = np.asarray(surface, dtype=np.float32)
         h, w = s.shape
-        yy, xx = np.nonzero(np.isfinite(s))
-        # farthest measured point from the surface's centre, with a pixel to spare
-        reach = float(np.sqrt(((yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2).max())) + 1.0 if yy.size else 0.0
-        side = int(math.ceil(2.0 * reach)) + 1
-        H, W = -(-max(h, side) // 4) * 4, -(-max(w, side) // 4) * 4
-        oy, ox = (H - h) // 2, (W - w) // 2
+        H, W = -(-h // 4) * 4, -(-w // 4) * 4
         pad = np.full((H, W), np.nan, np.float32)
-        pad[oy : oy + h, ox : ox + w] = s
+        pad[:h, :w] = s
         self.pixel_um = float(pixel_um)
-        self.offset_um = (ox * self.pixel_um, oy * self.pixel_um)
-        self._offset_px = (oy, ox)
         self.levels = {1: pad, 2: _downsample(pad, 2), 4: _downsample(pad, 4)}
-
-    def offset_px(self, level: int) -> tuple[int, int]:
-        """Where the surface's corner lies on the grid of ``level`` (rows, cols; rounded on the coarser grids)."""
-        return int(round(self._offset_px[0] / level)), int(round(self._offset_px[1] / level))
+        self._wide: tuple[np.ndarray, np.ndarray, tuple[int, int]] | None = None
 
     def count(self, level: int) -> int:
         return int(np.isfinite(self.levels[level]).sum())
+
+    def wide(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """The canonical and 2x grids widened to turn, and where the canonical grid's corner lies on them.
+
+        Returns ``(grid, grid_2x, (rows, cols))``: every measured point lies
+        within the widened grid at any rotation about its centre; the offset
+        is even, so ``grid_2x`` holds the same 2 x 2 means as ``levels[2]``.
+        """
+        if self._wide is None:
+            g = self.levels[1]
+            h, w = g.shape
+            yy, xx = np.nonzero(np.isfinite(g))
+            reach = float(np.sqrt(((yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2).max())) if yy.size else 0.0
+            side = int(math.ceil(2.0 * reach)) + 4  # a pixel to spare, and the even offset's rounding
+            H, W = -(-max(h, side) // 4) * 4, -(-max(w, side) // 4) * 4
+            oy, ox = (H - h) // 4 * 2, (W - w) // 4 * 2
+            wide = np.full((H, W), np.nan, np.float32)
+            wide[oy : oy + h, ox : ox + w] = g
+            # the offset is even: the 2 x 2 means are levels[2]'s, placed (no second pass over the grid)
+            g2 = self.levels[2]
+            wide2 = np.full((H // 2, W // 2), np.nan, np.float32)
+            wide2[oy // 2 : oy // 2 + g2.shape[0], ox // 2 : ox // 2 + g2.shape[1]] = g2
+            self._wide = (wide, wide2, (oy, ox))
+        return self._wide
 
 
 def _downsample(v: np.ndarray, f: int) -> np.ndarray:

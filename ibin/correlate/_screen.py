@@ -79,25 +79,17 @@ class QueryScreen:
     max_candidate_shape : (int, int)
         The largest candidate grid that will be screened (larger ones are
         cropped to it around their centre).
-    query_offset_px : (int, int)
-        Where the query surface's corner lies on ``query_coarse`` (rows,
-        cols), when that grid is wider than the surface
-        (:meth:`Pyramid.offset_px`): candidates are placed there, so that a
-        zero shift still puts the two surfaces' corners together and the
-        searched shifts stay ``max_shift_um`` about it.
     """
 
     def __init__(self, query_coarse: np.ndarray, pixel_um: float, query_spectrum: np.ndarray,
-                 max_candidate_shape: tuple[int, int], params: ScreenParams | None = None,
-                 query_offset_px: tuple[int, int] = (0, 0)):
+                 max_candidate_shape: tuple[int, int], params: ScreenParams | None = None):
         self.p = params or ScreenParams()
         self.pixel_um = float(pixel_um)
         q = np.asarray(query_coarse, dtype=np.float32)
         self.spectrum = np.asarray(query_spectrum, dtype=np.float64)
         self.shift_px = int(math.ceil(self.p.max_shift_um / self.pixel_um))
-        self.offset = (int(query_offset_px[0]), int(query_offset_px[1]))
-        h = max(q.shape[0], self.offset[0] + max_candidate_shape[0])
-        w = max(q.shape[1], self.offset[1] + max_candidate_shape[1])
+        h = max(q.shape[0], max_candidate_shape[0])
+        w = max(q.shape[1], max_candidate_shape[1])
         self.cand_shape = (int(max_candidate_shape[0]), int(max_candidate_shape[1]))
         self.shape = (fft.next_fast_len(h + self.shift_px, real=True), fft.next_fast_len(w + self.shift_px, real=True))
         self.angles = np.arange(0.0, 360.0, self.p.angle_step_deg)
@@ -168,10 +160,9 @@ class QueryScreen:
         for s in range(0, len(live), batch):
             e = min(len(live), s + batch)
             # zero-padded to the FFT shape either way: each candidate's transform is the same as alone
-            oy, ox = self.offset
-            g = np.zeros((e - s, oy + ch, ox + cw), np.float32)
+            g = np.zeros((e - s, ch, cw), np.float32)
             for j in range(s, e):
-                g[j - s, oy : oy + grids[j].shape[0], ox : ox + grids[j].shape[1]] = grids[j]
+                g[j - s, : grids[j].shape[0], : grids[j].shape[1]] = grids[j]
             C = fft.rfft2(g, self.shape, workers=1)
             prod = np.concatenate([C[j - s][None] * self.Q[idx[j]] for j in range(s, e)])
             peak = inverse_near_zero(prod, self.shape, self.shift_px).reshape(len(prod), -1).max(axis=1)
