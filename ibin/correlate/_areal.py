@@ -194,8 +194,7 @@ def compare_prepared(
     reg = register(pa, pb, p.registration, hints_deg=hints)
     # the cells on grids widened to turn: the registration's shift carried over to them
     (A1, A2, oa), (B1, B2, ob) = pa.wide(), pb.wide()
-    shift = _widened_shift(reg.rotation_deg, reg.shift_px, pa.levels[1].shape, pb.levels[1].shape, oa, ob,
-                           B1.shape)
+    shift = _widened_shift(reg.rotation_deg, reg.shift_px, pb.levels[1].shape, oa, ob, B1.shape)
     ab = congruent_matching_cells(
         A1, B1, a.pixel_um, rotation_deg=reg.rotation_deg, shift_px=shift, params=p.cmc,
         reference_coarse=A2, comparison_coarse=B2,
@@ -228,7 +227,7 @@ def compare_prepared(
     )
 
 
-def _widened_shift(theta_deg: float, shift_yx: tuple[float, float], shape_a: tuple[int, int], shape_b: tuple[int, int],
+def _widened_shift(theta_deg: float, shift_yx: tuple[float, float], shape_b: tuple[int, int],
                    off_a: tuple[int, int], off_b: tuple[int, int], wide_shape_b: tuple[int, int]) -> tuple[float, float]:
     """A registration's shift (rows, cols) between two grids, carried over to the same grids widened.
 

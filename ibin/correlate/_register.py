@@ -100,7 +100,6 @@ class Pyramid:
         pad[:h, :w] = s
         self.pixel_um = float(pixel_um)
         self.levels = {1: pad, 2: _downsample(pad, 2), 4: _downsample(pad, 4)}
-        self._wide: tuple[np.ndarray, np.ndarray, tuple[int, int]] | None = None
 
     def count(self, level: int) -> int:
         return int(np.isfinite(self.levels[level]).sum())
@@ -112,22 +111,21 @@ class Pyramid:
         within the widened grid at any rotation about its centre; the offset
         is even, so ``grid_2x`` holds the same 2 x 2 means as ``levels[2]``.
         """
-        if self._wide is None:
-            g = self.levels[1]
-            h, w = g.shape
-            yy, xx = np.nonzero(np.isfinite(g))
-            reach = float(np.sqrt(((yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2).max())) if yy.size else 0.0
-            side = int(math.ceil(2.0 * reach)) + 4  # a pixel to spare, and the even offset's rounding
-            H, W = -(-max(h, side) // 4) * 4, -(-max(w, side) // 4) * 4
-            oy, ox = (H - h) // 4 * 2, (W - w) // 4 * 2
-            wide = np.full((H, W), np.nan, np.float32)
-            wide[oy : oy + h, ox : ox + w] = g
-            # the offset is even: the 2 x 2 means are levels[2]'s, placed (no second pass over the grid)
-            g2 = self.levels[2]
-            wide2 = np.full((H // 2, W // 2), np.nan, np.float32)
-            wide2[oy // 2 : oy // 2 + g2.shape[0], ox // 2 : ox // 2 + g2.shape[1]] = g2
-            self._wide = (wide, wide2, (oy, ox))
-        return self._wide
+        # made anew at each call (~0.3 ms), not kept: a search's caches hold thousands of pyramids
+        g = self.levels[1]
+        h, w = g.shape
+        yy, xx = np.nonzero(np.isfinite(g))
+        reach = float(np.sqrt(((yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2).max())) if yy.size else 0.0
+        side = int(math.ceil(2.0 * reach)) + 4  # a pixel to spare, and the even offset's rounding
+        H, W = -(-max(h, side) // 4) * 4, -(-max(w, side) // 4) * 4
+        oy, ox = (H - h) // 4 * 2, (W - w) // 4 * 2
+        wide = np.full((H, W), np.nan, np.float32)
+        wide[oy : oy + h, ox : ox + w] = g
+        # the offset is even: the 2 x 2 means are levels[2]'s, placed (no second pass over the grid)
+        g2 = self.levels[2]
+        wide2 = np.full((H // 2, W // 2), np.nan, np.float32)
+        wide2[oy // 2 : oy // 2 + g2.shape[0], ox // 2 : ox // 2 + g2.shape[1]] = g2
+        return wide, wide2, (oy, ox)
 
 
 def _downsample(v: np.ndarray, f: int) -> np.ndarray:
