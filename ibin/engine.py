@@ -166,11 +166,14 @@ def _cartridge_params_json() -> str:
     return json.dumps({"version": FEATURES_VERSION, "params": CartridgeParams().to_dict()}, sort_keys=True)
 
 
-def _check_prepared_alike(db, key: str, value: str, what: str) -> None:
-    """Raise unless the exhibits on file were prepared as this ibin prepares (``value`` under ``key``)."""
+def _check_prepared_alike(db, key: str, value: str, what: str) -> bool:
+    """Raise unless the exhibits on file were prepared as this ibin prepares (``value`` under ``key``).
+
+    Returns whether the setting is on file (False: nothing of the kind yet).
+    """
     on_file = db.get_setting(key)
     if on_file is None or on_file == value:
-        return
+        return on_file is not None
 
     def version(text: str) -> str:
         try:
@@ -416,8 +419,9 @@ def add_prepared(db, prep, *, id: str, kind: str, source_name: str, sha256: str,
     """
     from .index import NewExhibit
 
-    _check_prepared_alike(db, _cartridge_settings_key(prep.modality), _cartridge_params_json(), f"add {id!r}")
-    db.ensure_setting(_cartridge_settings_key(prep.modality), _cartridge_params_json())
+    key, value = _cartridge_settings_key(prep.modality), _cartridge_params_json()
+    if not _check_prepared_alike(db, key, value, f"add {id!r}"):
+        db.ensure_setting(key, value)  # the first of its kind (or refused, should another writer have set it)
     arrays, attrs = prep.to_arrays()
     attrs = dict(attrs, source_info=dict(source_info or {}),
                  source_pixel_um=list(source_pixel_um) if source_pixel_um is not None else None)
