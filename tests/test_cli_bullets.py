@@ -187,7 +187,8 @@ def test_bullet_report(db, files, tmp_path, capsys):
     assert main(["report", str(db), "--kind", "bullet", *files["A1"][0], "-o", str(out), "--pictures", "1",
                  "--top", "2"]) == 0
     html = out.read_text()
-    assert "A0" in html and "sequence average maximum" in html and "CMC" not in html
+    text = re.sub(r'src="data:image/png;base64,[^"]+"', "", html)  # base64 pictures may spell anything
+    assert "A0" in text and "sequence average maximum" in text and "CMC" not in text
     assert "http://" not in html and "https://" not in html
     pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(pngs) >= 2  # the query's lands and the lead's pictures
