@@ -1249,9 +1249,12 @@ def _ingest_bullets(current, writable, bullets: list[list], *, ids, metadata, pi
             else:
                 from .features import prepare_bullet
 
+                if current() is not None:  # refused before the preparation's cost, not after
+                    _check_prepared_alike(current(), _bullet_settings_key(), params_json, f"add {ex_id!r}")
                 prep = prepare_bullet(scans)
-                db = writable()
-                db.ensure_setting(_bullet_settings_key(), params_json)
+                db = writable()  # a database given by path opens at its first write: checked here then
+                if not _check_prepared_alike(db, _bullet_settings_key(), params_json, f"add {ex_id!r}"):
+                    db.ensure_setting(_bullet_settings_key(), params_json)
                 arrays, attrs = prep.to_arrays()
                 attrs = dict(attrs, land_files=[None if s is None else Path(s.source).name if s.source else None
                                                 for s in scans],
@@ -1388,10 +1391,8 @@ def _search_bullet(db, query, *, params: SearchParams | None, pixel_um: float | 
     t0 = time.perf_counter()
     lands = _bullet_lands(query)
     prep = _prepare_bullet(lands, pixel_um)
-    if not db.readonly:
+    if not _check_prepared_alike(db, _bullet_settings_key(), _bullet_params_json(), "search it") and not db.readonly:
         db.ensure_setting(_bullet_settings_key(), _bullet_params_json())
-    elif db.get_setting(_bullet_settings_key()) not in (None, _bullet_params_json()):
-        raise DatabaseError(f"{db.path}: its bullets were prepared with different settings; they cannot be compared")
     q = _BulletEntry(prep)
     names = [_land_name(l) for l in lands]
     qid = query_id or _bullet_default_id(lands) or "bullet"

@@ -204,3 +204,27 @@ def test_bullet_report(db, files, tmp_path, capsys):
     # the matched phase of the picture is the lead list's
     assert ev.phase == rep.leads.leads[0].extra["phase"]
     assert ev.land_scores.shape == (6, 6)
+
+
+def test_bullets_prepared_by_other_features_are_refused_by_name(db, files, tmp_path, capsys):
+    """Bullets prepared by another bullet features version are never compared; search and ingest name both."""
+    import shutil
+    import sqlite3
+
+    from ibin.features import BULLET_FEATURES_VERSION
+
+    old = tmp_path / "old"
+    shutil.copytree(db, old)
+    with sqlite3.connect(old / "catalog.sqlite") as c:
+        (value,) = c.execute("SELECT value FROM settings WHERE key = 'features/bullet/height'").fetchone()
+        c.execute("UPDATE settings SET value = ? WHERE key = 'features/bullet/height'",
+                  (value.replace(BULLET_FEATURES_VERSION, "bullet-0"),))
+    capsys.readouterr()
+    assert main(["search", str(old), "--kind", "bullet", *files["A1"][0]]) == 2
+    err = capsys.readouterr().err
+    assert "'bullet-0'" in err and repr(BULLET_FEATURES_VERSION) in err and "new database" in err
+    assert main(["ingest", str(old), "--kind", "bullet", "--id", "A1", *files["A1"][0]]) == 1
+    captured = capsys.readouterr()
+    assert "'bullet-0'" in captured.err and "0 added, 0 already on file, 1 failed" in captured.out
+    assert main(["info", str(old), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["by_kind"] == {"bullet": 3, "cartridge": 1}  # nothing was touched
