@@ -21,7 +21,8 @@ rash). The stages, in order (each one a function call in
    at a time until two crosscuts agree. Damage and break-off do not agree
    with their neighbours and fall outside the run. The striae's tilt
    across the band (rifling twist, a scan not quite square to the bullet)
-   is measured from the lag between the band's first and last slabs;
+   is measured from the lags between the band's slabs that still agree
+   (:func:`_band_tilt`);
 3. **band profile**: the band's rows, shifted to undo the tilt, are
    averaged point by point (missing points ignored), which keeps the
    striae and averages measurement noise away;
@@ -83,7 +84,7 @@ __all__ = [
 
 #: Version of the bullet preparation method and of its stored layout; stored
 #: with every database so that lands prepared differently are never mixed.
-BULLET_FEATURES_VERSION = "bullet-1"
+BULLET_FEATURES_VERSION = "bullet-2"
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,13 @@ class BulletParams:
         Largest tilt of the striae against the scan's axis: neighbouring
         crosscuts are compared at lags that such a tilt explains (marks
         agreeing only at larger lags are oblique: tank rash, scratches), and
-        the tilt undone when the band is averaged is at most this. LEA scans
-        are taken along the bullet, and rifling twist tilts striae by a few
-        degrees at most.
+        the tilt undone when the band is averaged is at most this. A field
+        aligned with the bullet's axis rather than with the land sees the
+        striae at the rifling's helix angle, atan(pi d / twist): 6.4° for a
+        9 mm barrel twisting 1:10" (the Hamby set's Rugers), 5.7° for 5.56 mm
+        at 1:7", 5.0° for .45 ACP at 1:16"; 8° leaves 1.5° for the bullet's
+        mounting (5° until features ``bullet-2``, which turned such scans'
+        bands into smears).
     groove_rise_um : float
         Height above the land's arc that marks a groove-engraved area: it is
         far above striation depths (about 1-5 µm) and far below the rifling
@@ -159,7 +164,7 @@ class BulletParams:
     stable_ccf: float = 0.9
     crosscut_core: float = 0.7
     min_overlap: float = 0.75
-    max_tilt_deg: float = 5.0
+    max_tilt_deg: float = 8.0
     groove_rise_um: float = 10.0
     groove_extent_um: float = 50.0
     groove_smooth_um: float = 25.0
@@ -600,6 +605,38 @@ def _core_residuals(profiles: np.ndarray, px: float, p: BulletParams) -> np.ndar
     return _bandpass_1d(out, px, p.short_cutoff_um, p.long_cutoff_um, axis=1)
 
 
+def _band_tilt(cores: list[np.ndarray], first: int, last: int, k: int, px: float, py: float,
+               p: BulletParams) -> float:
+    """Tilt of the striae across slabs ``first..last`` of the band, in pixels across per row along (0 if unmeasured).
+
+    Slabs ``d`` apart (``d`` = 1, 2, 4, ... up to the band's length) are
+    compared at the lags the tilt allowance explains; a pair that agrees
+    (correlation >= 0.5) gives the tilt ``lag / (d k)``, and the tilt is the
+    median of these, each weighted by ``d^2``. Neighbouring slabs alone
+    would do, but their lags are a fraction of a pixel, which the peak's
+    sub-pixel fit pulls towards zero (a 2° tilt measured 1.45° from them at
+    1.5625 µm/px); the band's first and last slabs alone would not: striae
+    change along a bullet, and on some real lands slabs 200 µm apart no
+    longer agree, so the tilt went unmeasured where undoing it matters most.
+    """
+    tan_max = math.tan(math.radians(p.max_tilt_deg))
+    slopes, weights = [], []
+    d = 1
+    while d <= last - first:
+        for a in range(first, last - d + 1):
+            ccf, lag = _profile_ccf(cores[a], cores[a + d], p.min_overlap, tan_max * d * k * py / px + 1.0)
+            if np.isfinite(lag) and ccf >= 0.5:
+                slopes.append(lag / (d * k))
+                weights.append(float(d * d))
+        d *= 2
+    if not slopes:
+        return 0.0
+    order = np.argsort(slopes)
+    cum = np.cumsum(np.asarray(weights)[order])
+    t = float(np.asarray(slopes)[order][int(np.searchsorted(cum, 0.5 * cum[-1]))])
+    return t if abs(t) * px / py <= tan_max else 0.0
+
+
 def _stable_run(stab: np.ndarray, threshold: float, reference: float) -> tuple[int, int]:
     """The run of consecutive comparisons at or above ``threshold`` where crosscuts agree best.
 
@@ -749,9 +786,15 @@ def prepare_land(scan: Scan, params: BulletParams | None = None) -> PreparedLand
         # striae run along the bullet: neighbouring crosscuts agree at a lag of at most the
         # tilt allowance; oblique marks (tank rash, scratches) agree only further out
         max_lag = math.tan(math.radians(p.max_tilt_deg)) * k * py / px + 1.0
+        # a crosscut spans the land: slabs measured across less than min_overlap of the widest one (a
+        # scan's corner, where a turned or partly out-of-focus field holds a stub of each row) are not
+        # candidates; short stubs agree with each other all too easily and the band went there
+        width = np.isfinite(slabs).sum(axis=1)
+        whole = width >= p.min_overlap * width.max()
         stab = np.full(n_slabs - 1, np.nan)
         for i in range(n_slabs - 1):
-            stab[i] = _profile_ccf(cores[i], cores[i + 1], p.min_overlap, max_lag)[0]
+            if whole[i] and whole[i + 1]:
+                stab[i] = _profile_ccf(cores[i], cores[i + 1], p.min_overlap, max_lag)[0]
         good = np.isfinite(stab)
         if not good.any():
             raise ScanError(src, "no two neighbouring crosscuts overlap: the scan holds too little land")
@@ -763,15 +806,7 @@ def prepare_land(scan: Scan, params: BulletParams | None = None) -> PreparedLand
                          "damaged or weakly marked land): the most stable pair is used")
         r0, r1 = i0 * k, (i1 + 2) * k
         stability = float(np.median(stab[i0 : i1 + 1]))
-        # tilt of the striae across the band: lag between its first and last slab
-        if i1 + 1 > i0:
-            rows_apart = (i1 + 1 - i0) * k
-            ccf, lag = _profile_ccf(cores[i0], cores[i1 + 1], p.min_overlap,
-                                    math.tan(math.radians(p.max_tilt_deg)) * rows_apart * py / px + 1.0)
-            if np.isfinite(lag) and ccf >= 0.5:
-                tilt = math.degrees(math.atan2(lag * px, rows_apart * py))
-                if abs(tilt) <= p.max_tilt_deg:
-                    tilt_px_per_row = lag / rows_apart
+        tilt_px_per_row = _band_tilt(cores, i0, i1 + 1, k, px, py, p)
     else:
         r0, r1 = 0, v.shape[0]
         notes.append("the scan is too short along the striae to check crosscut stability: all rows are averaged")
