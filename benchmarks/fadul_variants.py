@@ -42,7 +42,8 @@ MAX_DOME_UM = 3.0
 CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form")}
 
 
-def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn: bool, form: bool):
+def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
+              transpose: bool = False):
     """The scan as another instrument and holder might give it, and what was done.
 
     Parameters
@@ -52,8 +53,13 @@ def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn: b
     rng : numpy.random.Generator
     pixel_um : float or None
         New pixel size (None keeps it).
-    turn, form : bool
-        Turn by a random angle; add a random tilt, dome and offset.
+    turn_deg : float or None
+        Turn counter-clockwise by this angle (None: not turned).
+    form : bool
+        Add a random tilt, dome and offset.
+    transpose : bool
+        Store the grid with its axes swapped (after the turn), as instruments
+        that scan along the other axis do.
     """
     import cv2
     from scipy import ndimage
@@ -64,11 +70,13 @@ def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn: b
     m = np.isfinite(z).astype(np.float64)
     zf = np.where(m > 0, z, 0.0)
     done: dict[str, float] = {}
-    if turn:
-        angle = float(rng.uniform(0.0, 360.0))
-        zf = ndimage.rotate(zf, angle, order=1, reshape=True, cval=0.0)
-        m = ndimage.rotate(m, angle, order=1, reshape=True, cval=0.0)
-        done["turned_deg"] = angle
+    if turn_deg is not None:
+        zf = ndimage.rotate(zf, turn_deg, order=1, reshape=True, cval=0.0)
+        m = ndimage.rotate(m, turn_deg, order=1, reshape=True, cval=0.0)
+        done["turned_deg"] = turn_deg
+    if transpose:
+        zf, m = np.ascontiguousarray(zf.T), np.ascontiguousarray(m.T)
+        done["transposed"] = True
     px = scan.pixel_x_um
     if pixel_um is not None and pixel_um != px:
         f = px / pixel_um
@@ -106,7 +114,8 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
         for n in names:
             scan, done = reacquire(load_scan(d / f"{n}.x3p"), rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
-                                   turn="turned" in steps, form="form" in steps)
+                                   turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,
+                                   form="form" in steps)
             save_x3p(scan, tmp / f"{n}.x3p")
             files.append(tmp / f"{n}.x3p")
             made[n] = done
@@ -120,23 +129,34 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
     return {"steps": list(steps), "seed": seed, "seconds_search_all": seconds, **accuracy(lists, key), "scans": made}
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, name: str, conditions: dict, argv) -> argparse.Namespace:
+    """The command line of a variants benchmark (``--shared``, ``--seeds``, ``--conditions``, ``--name``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
     ap.add_argument("--seeds", type=int, default=3, help="variant sets per condition")
-    ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated, of " + ", ".join(CONDITIONS))
-    ap.add_argument("--name", default="fadul_variants", help="results file name")
-    args = ap.parse_args(argv)
-    d = args.shared / "cartridge" / "fadul"
-    key = fadul_key(d)
-    env = environment("python -m benchmarks.fadul_variants " + " ".join(argv or []))
+    ap.add_argument("--conditions", default=",".join(conditions), help="comma-separated, of " + ", ".join(conditions))
+    ap.add_argument("--name", default=name, help="results file name")
+    return ap.parse_args(argv)
+
+
+def run_conditions(args: argparse.Namespace, conditions: dict, one, describe) -> list[dict]:
+    """``one(steps, seed)`` for each chosen condition and seed, each run printed by ``describe`` as it ends."""
     runs = []
     for cond in args.conditions.split(","):
         for seed in range(1, args.seeds + 1):
-            r = run(d, key, CONDITIONS[cond], seed)
+            r = one(conditions[cond], seed)
             r["condition"] = cond
             runs.append(r)
-            print(f"{cond:6s} seed {seed}: {summary(r)}", flush=True)
+            print(f"{cond:6s} seed {seed}: {describe(r)}", flush=True)
+    return runs
+
+
+def main(argv=None) -> dict:
+    args = arguments(__doc__, "fadul_variants", CONDITIONS, argv)
+    d = args.shared / "cartridge" / "fadul"
+    key = fadul_key(d)
+    env = environment("python -m benchmarks.fadul_variants " + " ".join(argv or []))
+    runs = run_conditions(args, CONDITIONS, lambda steps, seed: run(d, key, steps, seed), summary)
     result = {
         "what": "the 40 Fadul breech faces resampled, turned, tilted and domed as by other instruments and "
                 "holders (see the module's docstring), written as X3P, ingested + search --all",
