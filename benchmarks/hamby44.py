@@ -143,25 +143,26 @@ def fragment_searches(key: list[dict], files: dict) -> dict:
             ll = search(db, files[q], kind="bullet", params=SearchParams(top=3))
             search_ms.append((time.perf_counter() - t) * 1e3)
             ingest(db, [[files[q]]], kind="bullet", ids=[own])
-            if not ll.leads:
-                continue
-            top = ll.leads[0]
-            pair = top.extra["lands"][0]
-            top_land = land_of[top.id][pair["lead_land"] - 1]
-            mates = [n for n in names if n != q and lid[n] == lid[q]]
-            runs.append({
-                "query": own, "land_id": lid[q], "has_mate_on_file": bool(mates),
-                "top_lead": top.id, "top_lead_land": pair["lead_land"], "top_lead_land_id": lid[top_land],
-                "top_ccf": round(top.score, 4), "second_score": round(ll.leads[1].score, 4) if len(ll) > 1 else None,
-                "correct": (lid[top_land] == lid[q]) if mates else None,
-            })
+            mates = [n for n in names if n != q and lid[n] == lid[q] and files[n] is not None]
+            run = {"query": own, "land_id": lid[q], "has_mate_on_file": bool(mates), "top_lead": None,
+                   "top_lead_land": None, "top_lead_land_id": None, "top_ccf": None, "second_score": None,
+                   "correct": False if mates else None}
+            if ll.leads:
+                top = ll.leads[0]
+                pair = top.extra["lands"][0]
+                top_land = land_of[top.id][pair["lead_land"] - 1]
+                run.update(top_lead=top.id, top_lead_land=pair["lead_land"], top_lead_land_id=lid[top_land],
+                           top_ccf=round(top.score, 4),
+                           second_score=round(ll.leads[1].score, 4) if len(ll) > 1 else None,
+                           correct=(lid[top_land] == lid[q]) if mates else None)
+            runs.append(run)
         db.close()
-    k_run = next((x for x in runs if x["query"] == "Unknown-Bullet_K-Land_1"), {"top_lead": "", "top_lead_land_id": ""})
+    k_run = next((x for x in runs if x["query"] == "Unknown-Bullet_K-Land_1"), {"top_lead": None})
     return {
         "database": "Barrel_1-Bullet_1, Barrel_1-Bullet_2 (6 lands each) and the 14 other questioned lands",
         "ingest_s": t_ingest,
-        "k1": {**k_run, "expected_land_id": "AE", "ok": k_run["top_lead_land_id"] == "AE"
-               and k_run["top_lead"].startswith("Barrel_1")},
+        "k1": {**k_run, "expected_land_id": "AE", "ok": k_run.get("top_lead_land_id") == "AE"
+               and (k_run["top_lead"] or "").startswith("Barrel_1")},
         "questioned_with_mate_top1": f"{sum(bool(x['correct']) for x in runs if x['has_mate_on_file'])}/"
                                      f"{sum(x['has_mate_on_file'] for x in runs)}",
         "runs": runs,

@@ -15,7 +15,8 @@ rash). The stages, in order (each one a function call in
 2. **stable crosscut**: the surface is cut into slabs
    ``crosscut_step_um`` thick along the striae; each slab's mean profile is
    compared with the next one (Pearson correlation, maximised over the
-   small lags a slight tilt of the striae explains);
+   small lags a tilt of the striae explains; slabs measured across less
+   than ``min_overlap`` of the widest one are left out);
    the longest run of neighbouring slabs that agree (``stable_ccf``) is the
    stable region, as in Hare, Hofmann & Carriquiry (2017), who step 25 µm
    at a time until two crosscuts agree. Damage and break-off do not agree
