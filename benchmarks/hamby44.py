@@ -97,15 +97,14 @@ def bullet_scores(lands: dict, bp, pp) -> dict:
     """Bullet 1 against bullet 2 of barrel 1: the right phase pairs bullet 1 land k with bullet 2 land k - 2 mod 6."""
     from ibin.correlate import ProfileSet, compare_bullets
 
+    pair = {"query": "Barrel_1-Bullet_1", "lead": "Barrel_1-Bullet_2", "expected_phase": (-2) % 6}
     if any(n not in lands for n in BULLET_1 + BULLET_2):
-        return {"query": "Barrel_1-Bullet_1", "lead": "Barrel_1-Bullet_2", "phase": None, "expected_phase": (-2) % 6,
-                "phase_correct": False, "score_sam": None, "phase_margin": None, "not_compared": "a land was refused"}
+        return pair | {"phase": None, "phase_correct": False, "score_sam": None, "phase_margin": None,
+                       "not_compared": "a land was refused"}
     r = compare_bullets(ProfileSet([lands[n].signature for n in BULLET_1], bp.pixel_um),
                         ProfileSet([lands[n].signature for n in BULLET_2], bp.pixel_um), pp)
-    expected_phase = (-2) % 6
-    return {
-        "query": "Barrel_1-Bullet_1", "lead": "Barrel_1-Bullet_2",
-        "phase": r.phase, "expected_phase": expected_phase, "phase_correct": r.phase == expected_phase,
+    return pair | {
+        "phase": r.phase, "phase_correct": r.phase == pair["expected_phase"],
         "score_sam": r.score, "phase_scores": [round(float(v), 4) for v in r.phase_scores],
         "phase_margin": r.phase_margin,
         "lands": [l.to_dict() for l in r.lands],
