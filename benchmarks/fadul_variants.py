@@ -12,21 +12,31 @@ breech faces and runs the real pipeline on it (X3P files written, ingested,
   carried in µm);
 - *turned*: by a uniform random angle (bilinear), the grid enlarged to hold it;
 - *form*: a tilt of 0-2° in a random direction, a dome (a paraboloid) of
-  -3 to +3 µm over the field, and a height offset.
+  -3 to +3 µm over the field, and a height offset;
+- *raw*: the breech face put back into a raw scan of the whole case head
+  (primer at its own height, firing-pin crater and the primer that flowed
+  back around it, gap ring, case head, holder's tilt and curvature, spikes,
+  dropouts, no mask; :func:`ibin.synth.raw_case_head`), so that ibin has to find the
+  breech face itself; *raw_all* then resamples and turns it as above;
+  *raw_no_flowback* is *raw* without the flowed-back ring, all else the same.
 
-Conditions: each alone and all together, over several seeds. Reports
+Conditions: each alone and all together (pixel, turned, form), the raw
+ones, over several seeds. For the raw ones, how far the breech-face region
+ibin finds lies from the one the scene was made with (``roi_worst``). Reports
 top-1 / top-10 hit rates, ROC AUC and the CMC separation (same-firearm
 minimum, different-firearm maximum, different pairs reaching the
 identification criterion of 6 cells) per run; the unchanged set is
 ``fadul_accuracy``.
 
-Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH]``
+Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH] [--conditions pixel,turned,form,all]``
+(the raw ones: ``--conditions raw,raw_all,raw_no_flowback --name fadul_variants_raw``)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +49,8 @@ from .fadul_accuracy import accuracy, summary
 PIXELS_UM = (1.5625, 3.125, 6.25, 10.0)
 MAX_TILT_DEG = 2.0
 MAX_DOME_UM = 3.0
-CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form")}
+CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form"),
+              "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback")}
 
 
 def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
@@ -104,6 +115,7 @@ def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_de
 def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict:
     """One variant set: made, ingested, searched all against all; its accuracy."""
     from ibin import SearchParams, ingest, load_scan, open_database, save_x3p, search_exhibits
+    from ibin.synth import raw_case_head
 
     rng = np.random.default_rng(seed)
     names = sorted(key)
@@ -112,29 +124,65 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
         tmp = Path(tmp)
         files = []
         for n in names:
-            scan, done = reacquire(load_scan(d / f"{n}.x3p"), rng,
+            scan, made_raw = load_scan(d / f"{n}.x3p"), {}
+            if "raw" in steps:
+                scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps)
+            scan, done = reacquire(scan, rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
                                    turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,
                                    form="form" in steps)
             save_x3p(scan, tmp / f"{n}.x3p")
             files.append(tmp / f"{n}.x3p")
-            made[n] = done
+            if made_raw:  # on the scan as ingested; a turn moves the centres, not the radii
+                made_raw["found"] = roi_found(scan, made_raw, centres="turned" not in steps)
+            made[n] = {**made_raw, **done}
         db = open_database(tmp / "db", create=True)
         rep = ingest(db, files)
-        assert rep.added == len(key), rep.summary()
+        assert rep.added == len(key), [r.message for r in rep.results if r.status == "failed"]
         t0 = time.perf_counter()
         lists = list(search_exhibits(db, params=SearchParams(top=len(key) - 1, candidates=len(key))))
         seconds = time.perf_counter() - t0
         db.close()
-    return {"steps": list(steps), "seed": seed, "seconds_search_all": seconds, **accuracy(lists, key), "scans": made}
+    out = {"steps": list(steps), "seed": seed, "seconds_search_all": seconds, **accuracy(lists, key)}
+    if "raw" in steps:
+        found = [m["found"] for m in made.values()]
+        out["roi_worst"] = {k: None if any(f[k] is None for f in found) else max(f[k] for f in found)
+                            for k in found[0]}
+    return {**out, "scans": made}
 
 
-def arguments(doc: str, name: str, conditions: dict, argv) -> argparse.Namespace:
-    """The command line of a variants benchmark (``--shared``, ``--seeds``, ``--conditions``, ``--name``)."""
+def roi_found(scan, truth: dict, *, centres: bool) -> dict:
+    """How far the breech-face region ibin finds on a raw scan is from the one it was made with (µm).
+
+    Radii always; centres only where the scan was not turned (``centres``). None: not found.
+    """
+    from ibin.features._roi import find_breech_face
+
+    roi = find_breech_face(np.asarray(scan.values), scan.pixel_x_um)
+    p, f = roi.primer, roi.firing_pin
+    out = {
+        "primer_radius_error_um": None if p is None else abs(p.radius_um - truth["primer_radius_um"]),
+        # the crater ibin removes lies inside the aperture the breech face left
+        "firing_pin_beyond_aperture_um": None if f is None else max(0.0, f.radius_um - truth["aperture_radius_um"]),
+    }
+    if centres:
+        out["primer_centre_error_um"] = None if p is None else math.dist((p.x_um, p.y_um), truth["primer_centre_um"])
+        out["firing_pin_centre_error_um"] = (None if f is None
+                                             else math.dist((f.x_um, f.y_um), truth["aperture_centre_um"]))
+    return out
+
+
+def arguments(doc: str, name: str, conditions: dict, argv,
+              default: tuple[str, ...] | None = None) -> argparse.Namespace:
+    """The command line of a variants benchmark (``--shared``, ``--seeds``, ``--conditions``, ``--name``).
+
+    ``default`` names the conditions run when none are given (all of them when None).
+    """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
     ap.add_argument("--seeds", type=int, default=3, help="variant sets per condition")
-    ap.add_argument("--conditions", default=",".join(conditions), help="comma-separated, of " + ", ".join(conditions))
+    ap.add_argument("--conditions", default=",".join(default or conditions),
+                    help="comma-separated, of " + ", ".join(conditions))
     ap.add_argument("--name", default=name, help="results file name")
     return ap.parse_args(argv)
 
@@ -152,14 +200,15 @@ def run_conditions(args: argparse.Namespace, conditions: dict, one, describe) ->
 
 
 def main(argv=None) -> dict:
-    args = arguments(__doc__, "fadul_variants", CONDITIONS, argv)
+    args = arguments(__doc__, "fadul_variants", CONDITIONS, argv, default=("pixel", "turned", "form", "all"))
     d = args.shared / "cartridge" / "fadul"
     key = fadul_key(d)
-    env = environment("python -m benchmarks.fadul_variants " + " ".join(argv or []))
+    env = environment("python -m benchmarks.fadul_variants " + " ".join(sys.argv[1:] if argv is None else argv))
     runs = run_conditions(args, CONDITIONS, lambda steps, seed: run(d, key, steps, seed), summary)
     result = {
         "what": "the 40 Fadul breech faces resampled, turned, tilted and domed as by other instruments and "
-                "holders (see the module's docstring), written as X3P, ingested + search --all",
+                "holders, or put back into raw scans of the case head (see the module's docstring), written as "
+                "X3P, ingested + search --all",
         "environment": env,
         "parameters": {"pixels_um": PIXELS_UM, "max_tilt_deg": MAX_TILT_DEG, "max_dome_um": MAX_DOME_UM,
                        "seeds": args.seeds},

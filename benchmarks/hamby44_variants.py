@@ -44,6 +44,7 @@ from ._common import single_thread
 single_thread()
 
 import csv  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
     d = args.shared / "bullet" / "hamby44"
     with open(d / "key.csv", newline="") as f:
         key = list(csv.DictReader(f))
-    env = environment("python -m benchmarks.hamby44_variants " + " ".join(argv or []))
+    env = environment("python -m benchmarks.hamby44_variants " + " ".join(sys.argv[1:] if argv is None else argv))
     runs = run_conditions(args, CONDITIONS, lambda steps, seed: run(d, key, steps, seed), summary)
     result = {
         "what": "the 27 raw Hamby 44 lands resampled, turned, stored with swapped axes, tilted and domed as by other "

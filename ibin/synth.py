@@ -83,7 +83,7 @@ from scipy import fft as sfft
 from .errors import ScanError
 from .scan import Scan
 
-__all__ = ["CartridgeTruth", "cartridge_case", "cartridge_population", "firearm_pattern",
+__all__ = ["CartridgeTruth", "cartridge_case", "cartridge_population", "firearm_pattern", "raw_case_head",
            "BulletTruth", "bullet_lands", "land_pattern"]
 
 # --------------------------------------------------------------------------- constants
@@ -1095,6 +1095,127 @@ def _raw_surface(
     for rows, cols, inside in _blobs(sp, xs, R):
         out[rows, cols][inside] = np.nan
     return out
+
+
+def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True) -> tuple[Scan, dict]:
+    """A processed breech-face scan put back into a raw scan of the whole case head, and what was done.
+
+    The CSAFE Fadul files hold the breech face alone (levelled, band-passed,
+    NaN elsewhere). A raw scan from a lab's instrument holds the case head: the
+    primer at its own height, the firing-pin crater, the gap ring and some of
+    the case head around it, the holder's tilt and curvature, spikes and
+    dropouts on steep walls, and no mask. The real marks are kept where they
+    were measured; the rest of the scene is drawn with the physical ranges of
+    this module's raw model (crater 100-300 µm deep, gap ring 80-150 µm
+    wide and 50-200 µm deep, primer +-20 µm off the case head, tilt 0-2°, sag
+    +-15 µm over 3 mm).
+
+    Geometry taken from the file: the primer's centre is the grid's centre
+    (the CSAFE crops are centred on it), its radius 100 µm beyond the farthest
+    measured point (99.9th percentile), the rim that cmcR removes (about 94 µm,
+    Zemmels et al. 2023); the firing-pin aperture is the unmeasured region
+    enclosed by the breech face, the crater 0.45-0.65 of its radius.
+    Unmeasured primer outside the aperture (that rim, and where the file
+    masked more) gets weakly marked primer texture of its own, 0.3 of the
+    marks' RMS: it carries no mate's marks, so the comparison has to do with
+    less than the processed file gave it.
+
+    Parameters
+    ----------
+    scan : Scan
+        A processed height scan: the breech face measured, NaN elsewhere,
+        the firing-pin aperture an unmeasured region inside it.
+    rng : numpy.random.Generator
+        Draws the scene.
+    flowback : bool
+        False leaves out the primer that flowed back into the aperture around
+        the crater (a ring raised by 2-10 µm, as in the raw model), all else
+        drawn the same: it shows what that ring does.
+
+    Returns
+    -------
+    Scan, dict
+        The raw scan (same pixel size; grid grown to hold the gap ring and
+        400 µm of case head) and the scene's geometry in µm (x, y), point
+        (row i, column j) at (j, i) times the pixel size: ``primer_centre_um``,
+        ``primer_radius_um``, ``aperture_centre_um``, ``aperture_radius_um``, ...
+    """
+    from scipy import ndimage
+
+    z = np.asarray(scan.values, dtype=np.float64)
+    px = float(scan.pixel_x_um)
+    meas = np.isfinite(z)
+    rms = float(np.nanstd(z))
+    h, w = z.shape
+    cy0, cx0 = (h - 1) / 2, (w - 1) / 2
+    yy, xx = np.nonzero(meas)
+    edge_r = float(np.percentile(np.hypot(yy - cy0, xx - cx0), 99.9)) * px + px
+    primer_r = edge_r + 100.0  # the file's edge lies inside the rolled-over rim cmcR removed
+    # the aperture: the largest unmeasured region well inside the primer
+    fy, fx = np.mgrid[0:h, 0:w]
+    lab, _ = ndimage.label(~meas & (np.hypot(fy - cy0, fx - cx0) * px < edge_r - 50.0))
+    hole = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
+    hy, hx = np.nonzero(hole)
+    gap_w, gap_d = float(rng.uniform(80.0, 150.0)), float(rng.uniform(50.0, 200.0))
+    margin = int(math.ceil((max(primer_r - min(h, w) * px / 2, 0.0) + gap_w + 400.0) / px))  # 400 µm of case head
+    n = 2 * margin + max(h, w)
+    oy, ox = (n - h) // 2, (n - w) // 2  # the file's grid inside the new one
+    c = (n - 1) / 2
+    gy, gx = np.mgrid[0:n, 0:n].astype(np.float64)
+    pcy, pcx = cy0 + oy, cx0 + ox
+    r = np.hypot(gy - pcy, gx - pcx) * px  # µm from the primer's centre
+
+    def texture(sigma_um: float, rms_um: float) -> np.ndarray:
+        t = ndimage.gaussian_filter(rng.standard_normal((n, n)), sigma_um / px)
+        return t * (rms_um / t.std())
+
+    out = texture(20.0, 0.3 * rms)
+    placed = np.zeros((n, n), bool)
+    placed[oy : oy + h, ox : ox + w] = meas
+    out[placed] = z[meas]
+    # firing-pin aperture: crater (raised cosine) and metal flowing back up around it
+    ay, ax = hy.mean() + oy, hx.mean() + ox
+    ap_r = math.sqrt(hole.sum() / math.pi) * px
+    cr_r = float(rng.uniform(0.45, 0.65)) * ap_r
+    depth = float(rng.uniform(100.0, 300.0))
+    in_ap = np.zeros((n, n), bool)
+    in_ap[oy : oy + h, ox : ox + w] = hole
+    r_a = np.hypot(gy - ay, gx - ax) * px
+    t = np.minimum(r_a / cr_r, 1.0)
+    s = np.clip((r_a - cr_r) / (ap_r - cr_r), 0.0, 1.0)
+    bulge = float(rng.uniform(2.0, 10.0))  # drawn either way: the rest of the scene stays the same
+    if not flowback:
+        bulge = 0.0
+    geometry = np.where(in_ap, -0.5 * depth * (1 + np.cos(math.pi * t)) + bulge * np.sin(math.pi * s), 0.0)
+    # primer at its own height, edge rolled off over 150 µm, gap ring, case head
+    primer_h, rolloff = float(rng.uniform(-20.0, 20.0)), float(rng.uniform(3.0, 15.0))
+    edge = np.clip((r - (primer_r - 150.0)) / 150.0, 0.0, 1.0)
+    g = np.clip((r - primer_r) / gap_w, 0.0, 1.0)
+    geometry += np.where(r <= primer_r, primer_h - rolloff * edge**2,
+                         (primer_h - rolloff) * (1 - g) - gap_d * np.sin(math.pi * g) ** 2)
+    head = r >= primer_r + gap_w
+    out[head] = texture(20.0, 1.5 * rms)[head]
+    slope = np.hypot(*np.gradient(geometry, px))
+    out += geometry
+    # the holder: tilt and curvature about the grid centre
+    tilt, azimuth = float(rng.uniform(0.0, 2.0)), float(rng.uniform(0.0, 2 * math.pi))
+    sag = float(rng.uniform(-15.0, 15.0))
+    X, Y = (gx - c) * px, (gy - c) * px
+    out += math.tan(math.radians(tilt)) * (math.cos(azimuth) * X + math.sin(azimuth) * Y)
+    out += sag * (X**2 + Y**2) / 3000.0**2
+    out += rng.uniform(-0.5, 0.5, (n, n)) * (_RAW_NOISE_UM * math.sqrt(12.0))
+    # dropouts on steep walls (the steeper the likelier), spikes anywhere
+    drop = rng.random((n, n)) < np.clip(slope - 0.6, 0.0, 0.95)
+    out[drop] = np.nan
+    k = int(rng.integers(3, 13))
+    out[rng.integers(0, n, k), rng.integers(0, n, k)] += rng.choice([-1.0, 1.0], k) * rng.uniform(30.0, 80.0, k)
+    done = {"raw": True, "primer_radius_um": primer_r, "primer_centre_um": [float(pcx * px), float(pcy * px)],
+            "aperture_radius_um": ap_r, "aperture_centre_um": [float(ax * px), float(ay * px)],
+            "crater_depth_um": depth,
+            "gap_width_um": gap_w, "gap_depth_um": gap_d, "primer_height_um": primer_h, "tilt_deg": tilt,
+            "sag_um": sag, "flowback_um": bulge, "grid": [n, n], "filled_share_of_primer": float(
+                ((r <= primer_r) & ~placed & ~in_ap).sum() / (r <= primer_r).sum())}
+    return Scan(out, px, px), done
 
 
 # =========================================================================== bullets
