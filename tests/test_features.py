@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from ibin.correlate import compare_prepared
 from ibin.errors import ScanError
 from ibin.features import (
     CartridgeParams,
@@ -19,7 +20,7 @@ from ibin.features import (
     spectrum_descriptor,
 )
 from ibin.scan import Scan, load_scan
-from ibin.synth import cartridge_case
+from ibin.synth import cartridge_case, raw_case_head
 
 from .conftest import shared_path
 
@@ -61,6 +62,58 @@ def test_raw_scan_region_found():
     # the crater and the case head are outside the breech face
     assert 6.0 < p.valid_area_mm2 < math.pi * 2.2**2
     assert np.nanmax(np.abs(p.surface)) < 12  # no crater walls or spikes left (unit RMS)
+
+
+@pytest.fixture(scope="module")
+def fadul_raw():
+    """Four real Fadul breech faces put back into raw scans of the case head (firing-pin flow-back and all)."""
+    rng = np.random.default_rng(7)
+    names = ("Fadul_1-1", "Fadul_1-2", "Fadul_2-1", "Fadul_4-1")
+    return {n: raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{n}.x3p")), rng) for n in names}
+
+
+def test_raw_crater_rings_removed_and_processed_scans_untouched(fadul_raw):
+    raw, made = fadul_raw["Fadul_1-1"]
+    p = prepare_cartridge(raw)
+    assert any("rings about the firing-pin crater" in n for n in p.notes)
+    assert p.firing_pin is not None
+    fp = p.firing_pin
+    # found about the crater the scene was made with (its origin moves with the crop)
+    x, y = fp.x_um + p.origin_um[0], fp.y_um + p.origin_um[1]
+    assert math.dist((x, y), made["aperture_centre_um"]) < 50.0
+    processed = prepare_cartridge(load_scan(shared_path("cartridge", "fadul", "Fadul_1-1.x3p")))
+    assert not any("rings" in n for n in processed.notes)
+
+
+def test_raw_flowback_does_not_make_different_firearms_agree(fadul_raw):
+    """The primer flowed back around the crater is alike on every case: left in, different firearms agree.
+
+    With the ring means kept, these Fadul pairs of different firearms reached 6 or more congruent cells
+    (the identification criterion); the mates must still reach it.
+    """
+    a = prepare_cartridge(fadul_raw["Fadul_1-1"][0])
+    mate = compare_prepared(a, prepare_cartridge(fadul_raw["Fadul_1-2"][0]))
+    others = [compare_prepared(a, prepare_cartridge(fadul_raw[n][0])) for n in ("Fadul_2-1", "Fadul_4-1")]
+    assert mate.cmc >= 6
+    assert all(o.cmc < 6 for o in others), [o.cmc for o in others]
+    assert all(o.score < mate.score for o in others)
+
+
+def test_raw_scan_turned_in_its_grid_region_found():
+    """A raw scan whose field does not reach the image border (turned, round or cropped field of view).
+
+    The case head then ends at unmeasured margins rather than at the image border; it must not be taken
+    for the primer (it was: a primer of the case head's size, the gap ring for a firing pin).
+    """
+    from scipy import ndimage
+
+    scan, _ = cartridge_case(3, 0, raw=True, pixel_um=12.5)
+    turned = ndimage.rotate(scan.values, 30.0, order=0, reshape=True, cval=np.nan)
+    straight = prepare_cartridge(scan)
+    p = prepare_cartridge(Scan(turned, 12.5, 12.5))
+    assert p.primer is not None and p.primer.radius_um == pytest.approx(2200.0, abs=60.0)
+    assert p.firing_pin is not None and p.firing_pin.radius_um < 1000.0
+    assert p.valid_area_mm2 == pytest.approx(straight.valid_area_mm2, rel=0.05)
 
 
 def test_processed_scan_passes_through():

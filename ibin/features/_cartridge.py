@@ -12,6 +12,10 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
 4. outliers: spikes further than ``outlier_sigma`` robust deviations from the
    local (short-cut-off) mean are removed;
 5. resampling to the canonical ``pixel_um`` (area average = anti-aliasing);
+   on a raw scan whose firing-pin crater was measured, the mean height of
+   each ring about the crater is then removed (the crater's rim and the
+   primer that flowed back into the aperture are round about the pin and
+   alike on every case; :func:`_remove_rings`);
 6. Gaussian band-pass between ``short_cutoff_um`` and ``long_cutoff_um``
    (ISO 16610-21, NaN-aware), edges eroded by ``edge_erosion_um``;
 7. crop to the region and scale to unit RMS;
@@ -44,7 +48,7 @@ __all__ = ["CartridgeParams", "PreparedCartridge", "prepare_cartridge", "FEATURE
 
 #: Version of the prepared-array layout and of the preparation method; stored
 #: with every database so that exhibits prepared differently are never mixed.
-FEATURES_VERSION = "cartridge-4"
+FEATURES_VERSION = "cartridge-5"
 
 _Q_SCALE = 25.0  # int8 storage: unit-RMS values * 25, clipped to +-127 (5.08 sigma)
 _Q_MISSING = -128
@@ -331,6 +335,10 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
             notes.append(f"{n_sp} outlier points removed")
     # 5. canonical grid
     c = resample(v, px, p.pixel_um)
+    # 5b. what is round about the firing pin
+    if scan.modality == "height" and roi.crater_measured and roi.firing_pin is not None:
+        _remove_rings(c, p.pixel_um, roi.firing_pin, p.short_cutoff_um / 2)
+        notes.append("rings about the firing-pin crater: their mean heights removed")
     # 6. band-pass, edges eroded
     bp = gaussian_bandpass(c, p.pixel_um, p.short_cutoff_um, p.long_cutoff_um)
     m = np.isfinite(bp)
@@ -382,3 +390,26 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
         scan_size_um=(float(scan.shape[1] * scan.pixel_x_um), float(scan.shape[0] * scan.pixel_y_um)),
         notes=tuple(notes),
     )
+
+
+def _remove_rings(c: np.ndarray, pixel_um: float, centre: Circle, ring_um: float) -> None:
+    """Subtract, in place, the mean height of each ring about ``centre``, weighted by how much of it was measured.
+
+    The crater's rim and the primer that flowed back into the firing-pin
+    aperture are shaped by a round pin in a round hole: about the pin's axis
+    they are rings, raised micrometres to tens, alike on cases fired by any
+    gun. Breech-face marks (filing, milling, granular texture) are not round
+    about the pin, so a ring's mean over its whole circumference holds
+    little of them. A ring only partly on the breech face has a mean that is
+    a local mean of its arc, so its mean is removed in proportion to the
+    share of the circumference measured.
+    """
+    yy, xx = np.indices(c.shape)
+    d = np.hypot((xx + 0.5) * pixel_um - centre.x_um, (yy + 0.5) * pixel_um - centre.y_um)
+    ok = np.isfinite(c)
+    bins = (d[ok] / ring_um).astype(np.intp)
+    n = np.bincount(bins)
+    mean = np.bincount(bins, weights=c[ok]) / np.maximum(n, 1)
+    circumference = 2 * math.pi * (np.arange(n.size) + 0.5) * ring_um * ring_um / pixel_um**2
+    cover = np.minimum(n / circumference, 1.0)
+    c[ok] -= (cover * mean)[bins]

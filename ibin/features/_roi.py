@@ -48,12 +48,16 @@ class BreechFaceROI:
         The firing-pin impression (or the already-masked hole where it was).
     notes : tuple of str
         How the region was found, for the record.
+    crater_measured : bool
+        The firing-pin crater itself was measured (a raw scan), not left out
+        before (a processed scan's hole).
     """
 
     mask: np.ndarray
     primer: Circle | None
     firing_pin: Circle | None
     notes: tuple[str, ...]
+    crater_measured: bool = False
 
 
 def _fit_circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -169,8 +173,14 @@ def find_breech_face(
     if n == 0:
         return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
     areas = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    border = np.zeros_like(near)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    # the edge of the measured field: the image border, or the edge of the
+    # convex hull of the measured points where the field is round, turned or
+    # cropped with unmeasured margins (the case head then ends there, not at
+    # the image border); unmeasured gaps inside the field (a dropped-out gap
+    # ring) are not its edge. A segmented scan has no case head: the image
+    # border serves.
+    field = np.ones_like(valid) if segmented else _convex_hull(valid)
+    border = field & ~ndimage.binary_erosion(field, border_value=0)
     best, best_score = 0, -1.0
     for i in np.flatnonzero(areas >= 0.05 * valid.sum()) + 1:
         comp = lab == i
@@ -192,7 +202,7 @@ def find_breech_face(
     primer = None
     xs, ys = _contour_points(hull)
     if xs.size:
-        off = (xs > 1) & (xs < w.shape[1] - 2) & (ys > 1) & (ys < w.shape[0] - 2)
+        off = ~_morph(border, 1, "dilate")[ys.astype(np.intp), xs.astype(np.intp)]
         if off.sum() >= 0.5 * xs.size and off.sum() >= 16:
             cx, cy, r = _fit_circle(xs[off], ys[off])
             if np.isfinite(r) and r * work >= 500.0:
@@ -241,7 +251,8 @@ def find_breech_face(
         roi = np.isin(lab2, np.flatnonzero(a2 >= 0.02 * a2.max()) + 1)
     # back to the scan's grid
     mask = _upsample_mask(roi, v.shape) & valid_full
-    return BreechFaceROI(mask, primer, firing_pin, tuple(notes))
+    return BreechFaceROI(mask, primer, firing_pin, tuple(notes),
+                         crater_measured=bool(fp_mask.any() and measured_crater and not segmented))
 
 
 def _convex_hull(m: np.ndarray) -> np.ndarray:
