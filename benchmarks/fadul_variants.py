@@ -18,7 +18,8 @@ breech faces and runs the real pipeline on it (X3P files written, ingested,
   back around it, gap ring, case head, holder's tilt and curvature, spikes,
   dropouts, no mask; :func:`ibin.synth.raw_case_head`), so that ibin has to find the
   breech face itself; *raw_all* then resamples and turns it as above;
-  *raw_no_flowback* is *raw* without the flowed-back ring, all else the same.
+  *raw_no_flowback* is *raw* without the flowed-back ring, all else the same;
+  *raw_crater_unmeasured* is *raw* with the crater left unmeasured (NaN).
 
 Conditions: each alone and all together (pixel, turned, form), the raw
 ones, over several seeds. For the raw ones, how far the breech-face region
@@ -29,7 +30,7 @@ identification criterion of 6 cells) per run; the unchanged set is
 ``fadul_accuracy``.
 
 Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH] [--conditions pixel,turned,form,all]``
-(the raw ones: ``--conditions raw,raw_all,raw_no_flowback --name fadul_variants_raw``)
+(the raw ones: ``--conditions raw,raw_no_flowback,raw_crater_unmeasured,raw_all --name fadul_variants_raw``)
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ PIXELS_UM = (1.5625, 3.125, 6.25, 10.0)
 MAX_TILT_DEG = 2.0
 MAX_DOME_UM = 3.0
 CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form"),
-              "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback")}
+              "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback"),
+              "raw_crater_unmeasured": ("raw", "crater_unmeasured")}
 
 
 def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
@@ -126,7 +128,8 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
         for n in names:
             scan, made_raw = load_scan(d / f"{n}.x3p"), {}
             if "raw" in steps:
-                scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps)
+                scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps,
+                                               crater_measured="crater_unmeasured" not in steps)
             scan, done = reacquire(scan, rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
                                    turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,

@@ -1097,7 +1097,8 @@ def _raw_surface(
     return out
 
 
-def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True) -> tuple[Scan, dict]:
+def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True,
+                  crater_measured: bool = True) -> tuple[Scan, dict]:
     """A processed breech-face scan put back into a raw scan of the whole case head, and what was done.
 
     The CSAFE Fadul files hold the breech face alone (levelled, band-passed,
@@ -1131,6 +1132,9 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
         False leaves out the primer that flowed back into the aperture around
         the crater (a ring raised by 2-10 µm, as in the raw model), all else
         drawn the same: it shows what that ring does.
+    crater_measured : bool
+        False leaves the crater unmeasured (NaN out to its rim), as an
+        instrument that cannot follow its walls does; all else the same.
 
     Returns
     -------
@@ -1209,9 +1213,11 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
     out[drop] = np.nan
     k = int(rng.integers(3, 13))
     out[rng.integers(0, n, k), rng.integers(0, n, k)] += rng.choice([-1.0, 1.0], k) * rng.uniform(30.0, 80.0, k)
+    if not crater_measured:
+        out[r_a < cr_r] = np.nan
     done = {"raw": True, "primer_radius_um": primer_r, "primer_centre_um": [float(pcx * px), float(pcy * px)],
             "aperture_radius_um": ap_r, "aperture_centre_um": [float(ax * px), float(ay * px)],
-            "crater_depth_um": depth,
+            "crater_radius_um": cr_r, "crater_depth_um": depth, "crater_measured": crater_measured,
             "gap_width_um": gap_w, "gap_depth_um": gap_d, "primer_height_um": primer_h, "tilt_deg": tilt,
             "sag_um": sag, "flowback_um": bulge, "grid": [n, n], "filled_share_of_primer": float(
                 ((r <= primer_r) & ~placed & ~in_ap).sum() / (r <= primer_r).sum())}

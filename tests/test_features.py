@@ -99,6 +99,20 @@ def test_raw_flowback_does_not_make_different_firearms_agree(fadul_raw):
     assert all(o.score < mate.score for o in others)
 
 
+def test_raw_rings_removed_when_the_crater_was_not_measured():
+    """An instrument that cannot follow the crater's walls leaves it NaN; the flowed-back ring is still there.
+
+    With the rings removed only where the crater was measured, Fadul_5-1 reached 18 cells against Fadul_1-1.
+    """
+    rng = np.random.default_rng(7)
+    p = {n: prepare_cartridge(raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{n}.x3p")), rng,
+                                            crater_measured=False)[0])
+         for n in ("Fadul_1-1", "Fadul_1-2", "Fadul_5-1")}
+    assert any("rings about the firing-pin crater" in n for n in p["Fadul_5-1"].notes)
+    assert compare_prepared(p["Fadul_1-1"], p["Fadul_1-2"]).cmc >= 6
+    assert compare_prepared(p["Fadul_1-1"], p["Fadul_5-1"]).cmc < 6
+
+
 def test_raw_scan_turned_in_its_grid_region_found():
     """A raw scan whose field does not reach the image border (turned, round or cropped field of view).
 
@@ -114,6 +128,45 @@ def test_raw_scan_turned_in_its_grid_region_found():
     assert p.primer is not None and p.primer.radius_um == pytest.approx(2200.0, abs=60.0)
     assert p.firing_pin is not None and p.firing_pin.radius_um < 1000.0
     assert p.valid_area_mm2 == pytest.approx(straight.valid_area_mm2, rel=0.05)
+
+
+def test_raw_primer_found_when_the_case_head_outweighs_it():
+    """A primer seated 40 µm below the case head, its crater unmeasured: the case head is the larger plane.
+
+    The plane was fitted to the case head, the primer lay off it, and the case head was taken for the
+    breech face (a "firing pin" of the primer's size).
+    """
+    raw, made = raw_case_head(load_scan(shared_path("cartridge", "fadul", "Fadul_B.x3p")), np.random.default_rng(0),
+                              crater_measured=False)
+    v, px = raw.values.copy(), raw.pixel_x_um
+    yy, xx = np.indices(v.shape)
+    cx, cy = made["primer_centre_um"]
+    v[np.hypot(xx * px - cx, yy * px - cy) < made["primer_radius_um"]] -= 40.0
+    p = prepare_cartridge(Scan(v, px, px))
+    assert p.primer is not None and p.primer.radius_um == pytest.approx(made["primer_radius_um"], abs=40.0)
+    assert p.firing_pin is not None and p.firing_pin.radius_um < made["aperture_radius_um"]
+    assert any("rings about the firing-pin crater" in n for n in p.notes)
+
+
+def test_raw_scan_with_nothing_off_the_plane_is_not_taken_for_a_processed_one():
+    """Crater and gap ring dropped out, the case head at the primer's height: no point lies off the plane.
+
+    The scan was taken for a processed one (segmented before), the case head kept with the breech face and
+    the flowed-back ring left in.
+    """
+    raw, made = raw_case_head(load_scan(shared_path("cartridge", "fadul", "Fadul_9-1.x3p")), np.random.default_rng(0),
+                              crater_measured=False)
+    v, px = raw.values.copy(), raw.pixel_x_um
+    yy, xx = np.indices(v.shape)
+    cx, cy = made["primer_centre_um"]
+    r = np.hypot(xx * px - cx, yy * px - cy)
+    ring = (r > made["primer_radius_um"]) & (r < made["primer_radius_um"] + made["gap_width_um"])
+    v[ring] = np.nan
+    v[~ring & (r > made["primer_radius_um"])] += made["primer_height_um"]  # the case head at the primer's height
+    p = prepare_cartridge(Scan(v, px, px))
+    assert not any("already segmented" in n for n in p.notes)
+    assert any("rings about the firing-pin crater" in n for n in p.notes)
+    assert p.valid_area_mm2 < math.pi * (made["primer_radius_um"] / 1000) ** 2
 
 
 def test_processed_scan_passes_through():

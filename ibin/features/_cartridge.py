@@ -12,8 +12,8 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
 4. outliers: spikes further than ``outlier_sigma`` robust deviations from the
    local (short-cut-off) mean are removed;
 5. resampling to the canonical ``pixel_um`` (area average = anti-aliasing);
-   on a raw scan whose firing-pin crater was measured, the mean height of
-   each ring about the crater is then removed (the crater's rim and the
+   on a raw scan (not segmented before) with a firing-pin impression, the
+   mean height of each ring about the impression is then removed (the crater's rim and the
    primer that flowed back into the aperture are round about the pin and
    alike on every case; :func:`_remove_rings`);
 6. Gaussian band-pass between ``short_cutoff_um`` and ``long_cutoff_um``
@@ -336,7 +336,7 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     # 5. canonical grid
     c = resample(v, px, p.pixel_um)
     # 5b. what is round about the firing pin
-    if scan.modality == "height" and roi.crater_measured and roi.firing_pin is not None:
+    if scan.modality == "height" and not roi.segmented and roi.firing_pin is not None:
         _remove_rings(c, p.pixel_um, roi.firing_pin, p.short_cutoff_um / 2)
         notes.append("rings about the firing-pin crater: their mean heights removed")
     # 6. band-pass, edges eroded

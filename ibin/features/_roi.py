@@ -48,16 +48,17 @@ class BreechFaceROI:
         The firing-pin impression (or the already-masked hole where it was).
     notes : tuple of str
         How the region was found, for the record.
-    crater_measured : bool
-        The firing-pin crater itself was measured (a raw scan), not left out
-        before (a processed scan's hole).
+    segmented : bool
+        Every measured point lay on the breech face: the scan was segmented
+        before (a processed scan such as the CSAFE Fadul files), not a raw
+        scan of the case head.
     """
 
     mask: np.ndarray
     primer: Circle | None
     firing_pin: Circle | None
     notes: tuple[str, ...]
-    crater_measured: bool = False
+    segmented: bool = False
 
 
 def _fit_circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -140,16 +141,10 @@ def find_breech_face(
 
     segmented = False
     if modality == "height":
-        lev, inl = level_polynomial(w, order=1, iterations=4, clip_sigma=2.5)
-        s = robust_std(lev[inl])
-        # the primer face may bulge: refit a quadric on the plane's inliers
-        lev2, inl2 = level_polynomial(w, order=2, where=np.abs(lev) <= max(5 * s, 5.0), iterations=3, clip_sigma=3.0)
-        s2 = robust_std(lev2[inl2])
-        base = float(np.median(lev2[inl2]))
-        tol = max(6.0 * s2, deep_um / 4.0)
-        near = valid & (np.abs(lev2 - base) <= tol)
-        deep = valid & (lev2 < base - tol)
-        far = valid & (np.abs(lev2 - base) > max(6.0 * s2, deep_um))
+        height, tol, s2 = _off_plane(w, valid, deep_um)
+        near = valid & (np.abs(height) <= tol)
+        deep = valid & (height < -tol)
+        far = valid & (np.abs(height) > max(6.0 * s2, deep_um))
         # a scan whose measured points all lie on the breech face (no crater,
         # gap ring or case head measured) was segmented before: keep it whole
         segmented = far.sum() < 0.005 * valid.sum()
@@ -166,13 +161,7 @@ def find_breech_face(
     if segmented:
         near = valid.copy()
 
-    # cut thin bridges between the primer face and the case head
     rad = max(1, int(round(40.0 / work)))
-    near = _morph(near, rad, "open")
-    lab, n = ndimage.label(near)
-    if n == 0:
-        return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
-    areas = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
     # the edge of the measured field: the image border, or the edge of the
     # convex hull of the measured points where the field is round, turned or
     # cropped with unmeasured margins (the case head then ends there, not at
@@ -181,19 +170,31 @@ def find_breech_face(
     # border serves.
     field = np.ones_like(valid) if segmented else _convex_hull(valid)
     border = field & ~ndimage.binary_erosion(field, border_value=0)
-    best, best_score = 0, -1.0
-    for i in np.flatnonzero(areas >= 0.05 * valid.sum()) + 1:
-        comp = lab == i
-        filled = ndimage.binary_fill_holes(comp)
-        touch = (filled & border).sum() / max(border.sum(), 1)
-        # the case head surrounds the primer and runs along the image border;
-        # the primer face is the largest filled region that does not
-        score = filled.sum() * (1.0 - min(1.0, 4.0 * touch))
-        if score > best_score:
-            best, best_score = i, score
-    if best == 0:
-        best = int(np.argmax(areas)) + 1
-    comp = lab == best
+    comp, touching = _face_component(near, valid, border, rad)
+    if comp is None:
+        return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
+    if segmented and comp.sum() < 0.8 * valid.sum():
+        # no point off the plane, yet the face is one of several measured
+        # regions: a case head at the primer's height whose gap ring (and
+        # crater) dropped out. The scan is raw after all
+        segmented = False
+        notes[-1] = f"primer plane: quadric fit, tolerance {tol:.1f} µm; the field holds more than the breech face"
+        field = _convex_hull(valid)
+        border = field & ~ndimage.binary_erosion(field, border_value=0)
+        comp, touching = _face_component(near, valid, border, rad)
+    if touching and modality == "height" and not segmented:
+        # the plane was fitted to the case head (it outweighs the primer, and
+        # the primer sits further off it than the tolerance): fit again to the
+        # measured points the case head encloses, and take the face found
+        # there if it holds a hole, as a primer face holds its firing pin
+        inside = valid & ndimage.binary_fill_holes(comp) & ~comp
+        if inside.sum() >= 0.05 * valid.sum():
+            h_in, tol_in, _ = _off_plane(w, inside, deep_um)
+            face, touching_in = _face_component(inside & (np.abs(h_in) <= tol_in), inside, border, rad)
+            hole_um2 = 0.0 if face is None else (ndimage.binary_fill_holes(face) & ~face).sum() * work**2
+            if face is not None and not touching_in and hole_um2 >= math.pi * 100.0**2:
+                comp, deep = face, inside & (h_in < -tol_in)
+                notes.append(f"primer plane fitted again inside the case head, tolerance {tol_in:.1f} µm")
     # the firing-pin impression may reach the primer edge (a large,
     # off-centre aperture), so the primer is the convex hull of the face
     hull = _convex_hull(comp)
@@ -251,8 +252,43 @@ def find_breech_face(
         roi = np.isin(lab2, np.flatnonzero(a2 >= 0.02 * a2.max()) + 1)
     # back to the scan's grid
     mask = _upsample_mask(roi, v.shape) & valid_full
-    return BreechFaceROI(mask, primer, firing_pin, tuple(notes),
-                         crater_measured=bool(fp_mask.any() and measured_crater and not segmented))
+    return BreechFaceROI(mask, primer, firing_pin, tuple(notes), segmented=bool(segmented))
+
+
+def _off_plane(w: np.ndarray, where: np.ndarray, deep_um: float) -> tuple[np.ndarray, float, float]:
+    """Heights above the robust plane-then-quadric of the points ``where`` (µm), the tolerance of the plane, its scatter."""
+    lev, inl = level_polynomial(w, order=1, where=where, iterations=4, clip_sigma=2.5)
+    s = robust_std(lev[inl])
+    # the primer face may bulge: refit a quadric on the plane's inliers
+    lev2, inl2 = level_polynomial(w, order=2, where=where & (np.abs(lev) <= max(5 * s, 5.0)), iterations=3,
+                                  clip_sigma=3.0)
+    s2 = robust_std(lev2[inl2])
+    return lev2 - float(np.median(lev2[inl2])), max(6.0 * s2, deep_um / 4.0), s2
+
+
+def _face_component(near: np.ndarray, valid: np.ndarray, border: np.ndarray, rad: int) -> tuple[np.ndarray | None, bool]:
+    """The primer face among the near-planar regions, and whether it runs along the field's edge.
+
+    Thin bridges to the case head are cut first (an opening of ``rad``). The
+    case head surrounds the primer and runs along the field's edge; the
+    primer face is the largest filled region that does not.
+    """
+    near = _morph(near, rad, "open")
+    lab, n = ndimage.label(near)
+    if n == 0:
+        return None, False
+    areas = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    best, best_score, best_touch = 0, -1.0, 0.0
+    for i in np.flatnonzero(areas >= 0.05 * valid.sum()) + 1:
+        filled = ndimage.binary_fill_holes(lab == i)
+        touch = (filled & border).sum() / max(border.sum(), 1)
+        score = filled.sum() * (1.0 - min(1.0, 4.0 * touch))
+        if score > best_score:
+            best, best_score, best_touch = i, score, touch
+    if best == 0:
+        best = int(np.argmax(areas)) + 1
+        best_touch = 1.0
+    return lab == best, best_touch >= 0.25
 
 
 def _convex_hull(m: np.ndarray) -> np.ndarray:
