@@ -31,6 +31,8 @@ The model, in physical units (lateral µm, heights µm):
 * **Raw scan** (``raw=True``), like an unprocessed confocal scan of the case
   head: tilted and curved form, primer at its own height, a deep gap ring,
   a firing-pin crater, spikes and NaN dropouts on steep walls.
+* **A real processed scan made raw** (:func:`raw_case_head`): a processed
+  breech face (a Fadul file) put back into such a case head, its marks real.
 
 Geometry of the ground truth
 ----------------------------
@@ -1148,7 +1150,11 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
 
     z = np.asarray(scan.values, dtype=np.float64)
     px = float(scan.pixel_x_um)
+    if scan.modality != "height" or not math.isclose(px, float(scan.pixel_y_um), rel_tol=1e-9):
+        raise ScanError(scan.source, "raw_case_head needs a height scan with square pixels")
     meas = np.isfinite(z)
+    if meas.sum() < 16:
+        raise ScanError(scan.source, "raw_case_head: the scan holds no measured breech face")
     rms = float(np.nanstd(z))
     h, w = z.shape
     cy0, cx0 = (h - 1) / 2, (w - 1) / 2
@@ -1157,7 +1163,10 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
     primer_r = edge_r + 100.0  # the file's edge lies inside the rolled-over rim cmcR removed
     # the aperture: the largest unmeasured region well inside the primer
     fy, fx = np.mgrid[0:h, 0:w]
-    lab, _ = ndimage.label(~meas & (np.hypot(fy - cy0, fx - cx0) * px < edge_r - 50.0))
+    lab, n_holes = ndimage.label(~meas & (np.hypot(fy - cy0, fx - cx0) * px < edge_r - 50.0))
+    if n_holes == 0:
+        raise ScanError(scan.source, "raw_case_head: no unmeasured firing-pin aperture inside the breech face "
+                                     "(a processed breech-face scan is needed)")
     hole = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
     hy, hx = np.nonzero(hole)
     gap_w, gap_d = float(rng.uniform(80.0, 150.0)), float(rng.uniform(50.0, 200.0))

@@ -72,6 +72,13 @@ def fadul_raw():
     return {n: raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{n}.x3p")), rng) for n in names}
 
 
+def test_raw_case_head_refuses_what_is_not_a_processed_breech_face():
+    with pytest.raises(ScanError, match="no unmeasured firing-pin aperture"):
+        raw_case_head(Scan(np.zeros((200, 200)), 6.25, 6.25), np.random.default_rng(0))
+    with pytest.raises(ScanError, match="square pixels"):
+        raw_case_head(Scan(np.zeros((200, 200)), 6.25, 3.125), np.random.default_rng(0))
+
+
 def test_raw_crater_rings_removed_and_processed_scans_untouched(fadul_raw):
     raw, made = fadul_raw["Fadul_1-1"]
     p = prepare_cartridge(raw)

@@ -13,9 +13,9 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
    local (short-cut-off) mean are removed;
 5. resampling to the canonical ``pixel_um`` (area average = anti-aliasing);
    on a raw scan (not segmented before) with a firing-pin impression, the
-   mean height of each ring about the impression is then removed (the crater's rim and the
-   primer that flowed back into the aperture are round about the pin and
-   alike on every case; :func:`_remove_rings`);
+   mean height of each ring about the impression is then removed (the
+   crater's rim and the primer that flowed back into the aperture are round
+   about the pin and alike on every case; :func:`_remove_rings`);
 6. Gaussian band-pass between ``short_cutoff_um`` and ``long_cutoff_um``
    (ISO 16610-21, NaN-aware), edges eroded by ``edge_erosion_um``;
 7. crop to the region and scale to unit RMS;
