@@ -64,12 +64,23 @@ def test_raw_scan_region_found():
     assert np.nanmax(np.abs(p.surface)) < 12  # no crater walls or spikes left (unit RMS)
 
 
+def _fadul_raw(name: str, rng: np.random.Generator, **options):
+    """A real Fadul breech face put back into a raw scan of the case head, and the scene's geometry."""
+    return raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{name}.x3p")), rng, **options)
+
+
+def _from_primer_um(raw: Scan, made: dict) -> np.ndarray:
+    """Each point's distance from the scene's primer centre (µm)."""
+    yy, xx = np.indices(raw.values.shape)
+    cx, cy = made["primer_centre_um"]
+    return np.hypot(xx * raw.pixel_x_um - cx, yy * raw.pixel_y_um - cy)
+
+
 @pytest.fixture(scope="module")
 def fadul_raw():
     """Four real Fadul breech faces put back into raw scans of the case head (firing-pin flow-back and all)."""
     rng = np.random.default_rng(7)
-    names = ("Fadul_1-1", "Fadul_1-2", "Fadul_2-1", "Fadul_4-1")
-    return {n: raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{n}.x3p")), rng) for n in names}
+    return {n: _fadul_raw(n, rng) for n in ("Fadul_1-1", "Fadul_1-2", "Fadul_2-1", "Fadul_4-1")}
 
 
 def test_raw_case_head_refuses_what_is_not_a_processed_breech_face():
@@ -112,8 +123,7 @@ def test_raw_rings_removed_when_the_crater_was_not_measured():
     With the rings removed only where the crater was measured, Fadul_5-1 reached 18 cells against Fadul_1-1.
     """
     rng = np.random.default_rng(7)
-    p = {n: prepare_cartridge(raw_case_head(load_scan(shared_path("cartridge", "fadul", f"{n}.x3p")), rng,
-                                            crater_measured=False)[0])
+    p = {n: prepare_cartridge(_fadul_raw(n, rng, crater_measured=False)[0])
          for n in ("Fadul_1-1", "Fadul_1-2", "Fadul_5-1")}
     assert any("rings about the firing-pin crater" in n for n in p["Fadul_5-1"].notes)
     assert compare_prepared(p["Fadul_1-1"], p["Fadul_1-2"]).cmc >= 6
@@ -143,12 +153,9 @@ def test_raw_primer_found_when_the_case_head_outweighs_it():
     The plane was fitted to the case head, the primer lay off it, and the case head was taken for the
     breech face (a "firing pin" of the primer's size).
     """
-    raw, made = raw_case_head(load_scan(shared_path("cartridge", "fadul", "Fadul_B.x3p")), np.random.default_rng(0),
-                              crater_measured=False)
+    raw, made = _fadul_raw("Fadul_B", np.random.default_rng(0), crater_measured=False)
     v, px = raw.values.copy(), raw.pixel_x_um
-    yy, xx = np.indices(v.shape)
-    cx, cy = made["primer_centre_um"]
-    v[np.hypot(xx * px - cx, yy * px - cy) < made["primer_radius_um"]] -= 40.0
+    v[_from_primer_um(raw, made) < made["primer_radius_um"]] -= 40.0
     p = prepare_cartridge(Scan(v, px, px))
     assert p.primer is not None and p.primer.radius_um == pytest.approx(made["primer_radius_um"], abs=40.0)
     assert p.firing_pin is not None and p.firing_pin.radius_um < made["aperture_radius_um"]
@@ -161,12 +168,9 @@ def test_raw_scan_with_nothing_off_the_plane_is_not_taken_for_a_processed_one():
     The scan was taken for a processed one (segmented before), the case head kept with the breech face and
     the flowed-back ring left in.
     """
-    raw, made = raw_case_head(load_scan(shared_path("cartridge", "fadul", "Fadul_9-1.x3p")), np.random.default_rng(0),
-                              crater_measured=False)
+    raw, made = _fadul_raw("Fadul_9-1", np.random.default_rng(0), crater_measured=False)
     v, px = raw.values.copy(), raw.pixel_x_um
-    yy, xx = np.indices(v.shape)
-    cx, cy = made["primer_centre_um"]
-    r = np.hypot(xx * px - cx, yy * px - cy)
+    r = _from_primer_um(raw, made)
     ring = (r > made["primer_radius_um"]) & (r < made["primer_radius_um"] + made["gap_width_um"])
     v[ring] = np.nan
     v[~ring & (r > made["primer_radius_um"])] += made["primer_height_um"]  # the case head at the primer's height

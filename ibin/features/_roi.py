@@ -162,14 +162,7 @@ def find_breech_face(
         near = valid.copy()
 
     rad = max(1, int(round(40.0 / work)))
-    # the edge of the measured field: the image border, or the edge of the
-    # convex hull of the measured points where the field is round, turned or
-    # cropped with unmeasured margins (the case head then ends there, not at
-    # the image border); unmeasured gaps inside the field (a dropped-out gap
-    # ring) are not its edge. A segmented scan has no case head: the image
-    # border serves.
-    field = np.ones_like(valid) if segmented else _convex_hull(valid)
-    border = field & ~ndimage.binary_erosion(field, border_value=0)
+    border = _field_edge(valid, segmented)
     comp, touching = _face_component(near, valid, border, rad)
     if comp is None:
         return BreechFaceROI(valid_full, None, None, tuple(notes + ["no planar region found; whole scan used"]))
@@ -179,8 +172,7 @@ def find_breech_face(
         # crater) dropped out. The scan is raw after all
         segmented = False
         notes[-1] = f"primer plane: quadric fit, tolerance {tol:.1f} µm; the field holds more than the breech face"
-        field = _convex_hull(valid)
-        border = field & ~ndimage.binary_erosion(field, border_value=0)
+        border = _field_edge(valid, segmented)
         comp, touching = _face_component(near, valid, border, rad)
     if touching and modality == "height" and not segmented:
         # the plane was fitted to the case head (it outweighs the primer, and
@@ -264,6 +256,18 @@ def _off_plane(w: np.ndarray, where: np.ndarray, deep_um: float) -> tuple[np.nda
                                   clip_sigma=3.0)
     s2 = robust_std(lev2[inl2])
     return lev2 - float(np.median(lev2[inl2])), max(6.0 * s2, deep_um / 4.0), s2
+
+
+def _field_edge(valid: np.ndarray, segmented: bool) -> np.ndarray:
+    """The edge of the measured field: the image border, or the edge of the convex hull of the measured points.
+
+    Where the field is round, turned or cropped with unmeasured margins, the
+    case head ends at the hull's edge, not at the image border; unmeasured
+    gaps inside the field (a dropped-out gap ring) are not its edge. A
+    segmented scan has no case head: the image border serves.
+    """
+    field = np.ones_like(valid) if segmented else _convex_hull(valid)
+    return field & ~ndimage.binary_erosion(field, border_value=0)
 
 
 def _face_component(near: np.ndarray, valid: np.ndarray, border: np.ndarray, rad: int) -> tuple[np.ndarray | None, bool]:
