@@ -19,7 +19,10 @@ breech faces and runs the real pipeline on it (X3P files written, ingested,
   dropouts, no mask; :func:`ibin.synth.raw_case_head`), so that ibin has to find the
   breech face itself; *raw_all* then resamples and turns it as above;
   *raw_no_flowback* is *raw* without the flowed-back ring, all else the same;
-  *raw_crater_unmeasured* is *raw* with the crater left unmeasured (NaN).
+  *raw_crater_unmeasured* is *raw* with the crater left unmeasured (NaN);
+  *raw_masked_flowback* is that scan cut round at the breech face's outer
+  edge, as a processed file whose mask kept the flowed-back primer around
+  the aperture would be.
 
 Conditions: each alone and all together (pixel, turned, form), the raw
 ones, over several seeds. For the raw ones, how far the breech-face region
@@ -30,7 +33,8 @@ identification criterion of 6 cells) per run; the unchanged set is
 ``fadul_accuracy``.
 
 Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH] [--conditions pixel,turned,form,all]``
-(the raw ones: ``--conditions raw,raw_no_flowback,raw_crater_unmeasured,raw_all --name fadul_variants_raw``)
+(the raw ones: ``--conditions raw,raw_no_flowback,raw_crater_unmeasured,raw_masked_flowback,
+raw_all --name fadul_variants_raw``)
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ MAX_TILT_DEG = 2.0
 MAX_DOME_UM = 3.0
 CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form"),
               "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback"),
-              "raw_crater_unmeasured": ("raw", "crater_unmeasured")}
+              "raw_crater_unmeasured": ("raw", "crater_unmeasured"),
+              "raw_masked_flowback": ("raw", "crater_unmeasured", "masked")}
 
 
 def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
@@ -129,7 +134,8 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
             scan, made_raw = load_scan(d / f"{n}.x3p"), {}
             if "raw" in steps:
                 scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps,
-                                               crater_measured="crater_unmeasured" not in steps)
+                                               crater_measured="crater_unmeasured" not in steps,
+                                               case_head="masked" not in steps)
             scan, done = reacquire(scan, rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
                                    turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,
@@ -164,7 +170,9 @@ def roi_found(scan, truth: dict, *, centres: bool) -> dict:
     roi = find_breech_face(np.asarray(scan.values), scan.pixel_x_um)
     p, f = roi.primer, roi.firing_pin
     out = {
-        "primer_radius_error_um": None if p is None else abs(p.radius_um - truth["primer_radius_um"]),
+        # cut round (no case head), the primer's outline is the cut
+        "primer_radius_error_um": None if p is None else abs(
+            p.radius_um - truth.get("cut_radius_um", truth["primer_radius_um"])),
         # the crater ibin removes lies inside the aperture the breech face left
         "firing_pin_beyond_aperture_um": None if f is None else max(0.0, f.radius_um - truth["aperture_radius_um"]),
     }

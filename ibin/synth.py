@@ -1100,7 +1100,7 @@ def _raw_surface(
 
 
 def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True,
-                  crater_measured: bool = True) -> tuple[Scan, dict]:
+                  crater_measured: bool = True, case_head: bool = True) -> tuple[Scan, dict]:
     """A processed breech-face scan put back into a raw scan of the whole case head, and what was done.
 
     The CSAFE Fadul files hold the breech face alone (levelled, band-passed,
@@ -1137,6 +1137,11 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
     crater_measured : bool
         False leaves the crater unmeasured (NaN out to its rim), as an
         instrument that cannot follow its walls does; all else the same.
+    case_head : bool
+        False cuts the scan round at the breech face's outer edge (the file's):
+        no rim, gap ring or case head, only the primer's face with the
+        aperture's contents, as a mask drawn on a raw scan that kept the
+        flowed-back primer would leave it; all else drawn the same.
 
     Returns
     -------
@@ -1224,9 +1229,12 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
     out[rng.integers(0, n, k), rng.integers(0, n, k)] += rng.choice([-1.0, 1.0], k) * rng.uniform(30.0, 80.0, k)
     if not crater_measured:
         out[r_a < cr_r] = np.nan
+    if not case_head:
+        out[r > edge_r] = np.nan
     done = {"raw": True, "primer_radius_um": primer_r, "primer_centre_um": [float(pcx * px), float(pcy * px)],
             "aperture_radius_um": ap_r, "aperture_centre_um": [float(ax * px), float(ay * px)],
             "crater_radius_um": cr_r, "crater_depth_um": depth, "crater_measured": crater_measured,
+            "case_head": case_head, **({} if case_head else {"cut_radius_um": edge_r}),
             "gap_width_um": gap_w, "gap_depth_um": gap_d, "primer_height_um": primer_h, "tilt_deg": tilt,
             "sag_um": sag, "flowback_um": bulge, "grid": [n, n], "filled_share_of_primer": float(
                 ((r <= primer_r) & ~placed & ~in_ap).sum() / (r <= primer_r).sum())}

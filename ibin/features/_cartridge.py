@@ -12,10 +12,12 @@ Stages, in order (each one a function call in :func:`prepare_cartridge`):
 4. outliers: spikes further than ``outlier_sigma`` robust deviations from the
    local (short-cut-off) mean are removed;
 5. resampling to the canonical ``pixel_um`` (area average = anti-aliasing);
-   on a raw scan (not segmented before) with a firing-pin impression, the
-   mean height of each ring about the impression is then removed (the
-   crater's rim and the primer that flowed back into the aperture are round
-   about the pin and alike on every case; :func:`_remove_rings`);
+   on a scan with a firing-pin impression, the mean height of each ring
+   about the impression is then removed (the crater's rim and the primer
+   that flowed back into the aperture are round about the pin and alike on
+   every case; :func:`_remove_rings`): on a raw scan all of it, on one
+   segmented before only its slow part (what a mask drawn tight around the
+   aperture left of the flow-back), so that concentric marks stay;
 6. Gaussian band-pass between ``short_cutoff_um`` and ``long_cutoff_um``
    (ISO 16610-21, NaN-aware), edges eroded by ``edge_erosion_um``;
 7. crop to the region and scale to unit RMS;
@@ -48,7 +50,7 @@ __all__ = ["CartridgeParams", "PreparedCartridge", "prepare_cartridge", "FEATURE
 
 #: Version of the prepared-array layout and of the preparation method; stored
 #: with every database so that exhibits prepared differently are never mixed.
-FEATURES_VERSION = "cartridge-5"
+FEATURES_VERSION = "cartridge-6"
 
 _Q_SCALE = 25.0  # int8 storage: unit-RMS values * 25, clipped to +-127 (5.08 sigma)
 _Q_MISSING = -128
@@ -336,9 +338,11 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     # 5. canonical grid
     c = resample(v, px, p.pixel_um)
     # 5b. what is round about the firing pin
-    if scan.modality == "height" and not roi.segmented and roi.firing_pin is not None:
-        _remove_rings(c, p.pixel_um, roi.firing_pin, p.short_cutoff_um / 2)
-        notes.append("rings about the firing-pin crater: their mean heights removed")
+    if scan.modality == "height" and roi.firing_pin is not None:
+        _remove_rings(c, p.pixel_um, roi.firing_pin, p.short_cutoff_um / 2,
+                      smooth_um=p.short_cutoff_um if roi.segmented else None)
+        notes.append("rings about the firing-pin crater: their mean heights removed"
+                     + (" (the slow part, the scan segmented before)" if roi.segmented else ""))
     # 6. band-pass, edges eroded
     bp = gaussian_bandpass(c, p.pixel_um, p.short_cutoff_um, p.long_cutoff_um)
     m = np.isfinite(bp)
@@ -392,7 +396,8 @@ def prepare_cartridge(scan: Scan, params: CartridgeParams | None = None) -> Prep
     )
 
 
-def _remove_rings(c: np.ndarray, pixel_um: float, centre: Circle, ring_um: float) -> None:
+def _remove_rings(c: np.ndarray, pixel_um: float, centre: Circle, ring_um: float, *,
+                  smooth_um: float | None = None) -> None:
     """Subtract, in place, the mean height of each ring about ``centre``, weighted by how much of it was measured.
 
     The crater's rim and the primer that flowed back into the firing-pin
@@ -403,7 +408,20 @@ def _remove_rings(c: np.ndarray, pixel_um: float, centre: Circle, ring_um: float
     little of them. A ring only partly on the breech face has a mean that is
     a local mean of its arc, so its mean is removed in proportion to the
     share of the circumference measured.
+
+    ``smooth_um``: remove only the slow part of the ring profile, its means
+    smoothed by a Gaussian of this standard deviation (µm) across rings
+    (weighted by the points in each; with 40 µm, half of a radial wavelength
+    of 213 µm is removed, all of the longer ones). A scan segmented before
+    had the crater and its sharp rim cut away by whoever drew its mask; what
+    is left round about the pin is the flowed-back primer a tight mask kept,
+    which rises over hundreds of micrometres, while the finer concentric
+    marks of a turned breech face stay. Processed Fadul scans that had all of
+    their ring profile removed lost a congruent cell in their weakest mate and
+    gained one in their strongest different-firearm pair.
     """
+    from scipy.ndimage import gaussian_filter1d
+
     yy, xx = np.indices(c.shape)
     d = np.hypot((xx + 0.5) * pixel_um - centre.x_um, (yy + 0.5) * pixel_um - centre.y_um)
     ok = np.isfinite(c)
@@ -412,4 +430,8 @@ def _remove_rings(c: np.ndarray, pixel_um: float, centre: Circle, ring_um: float
     mean = np.bincount(bins, weights=c[ok]) / np.maximum(n, 1)
     circumference = 2 * math.pi * (np.arange(n.size) + 0.5) * ring_um * ring_um / pixel_um**2
     cover = np.minimum(n / circumference, 1.0)
+    if smooth_um is not None:
+        w = n.astype(np.float64)
+        den = gaussian_filter1d(w, smooth_um / ring_um, mode="nearest")
+        mean = gaussian_filter1d(mean * w, smooth_um / ring_um, mode="nearest") / np.maximum(den, 1e-12)
     c[ok] -= (cover * mean)[bins]
