@@ -22,7 +22,9 @@ breech faces and runs the real pipeline on it (X3P files written, ingested,
   *raw_crater_unmeasured* is *raw* with the crater left unmeasured (NaN);
   *raw_masked_flowback* is that scan cut round at the breech face's outer
   edge, as a processed file whose mask kept the flowed-back primer around
-  the aperture would be.
+  the aperture would be; *raw_off_centre* is *raw* with the crater off the
+  aperture's centre by half the clearance between them (an off-centre
+  strike: the flowed-back primer a crescent).
 
 Conditions: each alone and all together (pixel, turned, form), the raw
 ones, over several seeds. For the raw ones, how far the breech-face region
@@ -34,7 +36,7 @@ identification criterion of 6 cells) per run; the unchanged set is
 
 Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH] [--conditions pixel,turned,form,all]``
 (the raw ones: ``--conditions raw,raw_no_flowback,raw_crater_unmeasured,raw_masked_flowback,
-raw_all --name fadul_variants_raw``)
+raw_off_centre,raw_all --name fadul_variants_raw``)
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ MAX_DOME_UM = 3.0
 CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form"),
               "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback"),
               "raw_crater_unmeasured": ("raw", "crater_unmeasured"),
-              "raw_masked_flowback": ("raw", "crater_unmeasured", "masked")}
+              "raw_masked_flowback": ("raw", "crater_unmeasured", "masked"),
+              "raw_off_centre": ("raw", "off_centre")}
 
 
 def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
@@ -135,7 +138,8 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
             if "raw" in steps:
                 scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps,
                                                crater_measured="crater_unmeasured" not in steps,
-                                               case_head="masked" not in steps)
+                                               case_head="masked" not in steps,
+                                               crater_offset=0.5 if "off_centre" in steps else 0.0)
             scan, done = reacquire(scan, rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
                                    turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,
@@ -178,8 +182,8 @@ def roi_found(scan, truth: dict, *, centres: bool) -> dict:
     }
     if centres:
         out["primer_centre_error_um"] = None if p is None else math.dist((p.x_um, p.y_um), truth["primer_centre_um"])
-        out["firing_pin_centre_error_um"] = (None if f is None
-                                             else math.dist((f.x_um, f.y_um), truth["aperture_centre_um"]))
+        out["firing_pin_centre_error_um"] = (None if f is None else math.dist(
+            (f.x_um, f.y_um), truth.get("crater_centre_um", truth["aperture_centre_um"])))
     return out
 
 

@@ -1100,7 +1100,8 @@ def _raw_surface(
 
 
 def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True,
-                  crater_measured: bool = True, case_head: bool = True) -> tuple[Scan, dict]:
+                  crater_measured: bool = True, case_head: bool = True,
+                  crater_offset: float = 0.0) -> tuple[Scan, dict]:
     """A processed breech-face scan put back into a raw scan of the whole case head, and what was done.
 
     The CSAFE Fadul files hold the breech face alone (levelled, band-passed,
@@ -1142,6 +1143,12 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
         no rim, gap ring or case head, only the primer's face with the
         aperture's contents, as a mask drawn on a raw scan that kept the
         flowed-back primer would leave it; all else drawn the same.
+    crater_offset : float
+        The crater's centre off the aperture's by this share of the clearance
+        between them (0-1), in a random direction, as an off-centre strike
+        leaves it; the flowed-back primer is then a crescent that falls to the
+        breech face at the aperture's edge all round. 0 draws the scene as
+        before, to the bit.
 
     Returns
     -------
@@ -1198,9 +1205,18 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
     depth = float(rng.uniform(100.0, 300.0))
     in_ap = np.zeros((n, n), bool)
     in_ap[oy : oy + h, ox : ox + w] = hole
-    r_a = np.hypot(gy - ay, gx - ax) * px
+    cy_, cx_ = ay, ax  # the crater's centre
+    if crater_offset:
+        turn = float(rng.uniform(0.0, 2 * math.pi))
+        shift = crater_offset * (ap_r - cr_r) / px
+        cy_, cx_ = ay + shift * math.sin(turn), ax + shift * math.cos(turn)
+    r_a = np.hypot(gy - cy_, gx - cx_) * px
     t = np.minimum(r_a / cr_r, 1.0)
-    s = np.clip((r_a - cr_r) / (ap_r - cr_r), 0.0, 1.0)
+    if crater_offset:  # from the crater's rim (0) to the aperture's edge (1) along each ray
+        inner = np.maximum(r_a - cr_r, 0.0)
+        s = inner / (inner + np.maximum(ap_r - np.hypot(gy - ay, gx - ax) * px, 0.0) + 1e-9)
+    else:
+        s = np.clip((r_a - cr_r) / (ap_r - cr_r), 0.0, 1.0)
     bulge = float(rng.uniform(2.0, 10.0))  # drawn either way: the rest of the scene stays the same
     if not flowback:
         bulge = 0.0
@@ -1235,6 +1251,7 @@ def raw_case_head(scan: Scan, rng: np.random.Generator, *, flowback: bool = True
             "aperture_radius_um": ap_r, "aperture_centre_um": [float(ax * px), float(ay * px)],
             "crater_radius_um": cr_r, "crater_depth_um": depth, "crater_measured": crater_measured,
             "case_head": case_head, **({} if case_head else {"cut_radius_um": edge_r}),
+            **({"crater_centre_um": [float(cx_ * px), float(cy_ * px)]} if crater_offset else {}),
             "gap_width_um": gap_w, "gap_depth_um": gap_d, "primer_height_um": primer_h, "tilt_deg": tilt,
             "sag_um": sag, "flowback_um": bulge, "grid": [n, n], "filled_share_of_primer": float(
                 ((r <= primer_r) & ~placed & ~in_ap).sum() / (r <= primer_r).sum())}

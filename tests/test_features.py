@@ -173,6 +173,35 @@ def test_raw_rings_removed_when_the_crater_was_not_measured():
     assert compare_prepared(p["Fadul_1-1"], p["Fadul_5-1"]).cmc < 6
 
 
+@pytest.mark.xfail(strict=True, reason="known weakness: about an off-centre pin the flowed-back primer is a "
+                   "crescent, which removing each ring's mean does not take (README, raw scans)")
+def test_raw_flowback_of_an_off_centre_strike_does_not_make_different_firearms_agree():
+    """The crater off the aperture's centre: the flowed-back primer is a crescent about it, not a ring.
+
+    With each ring's mean removed the crescent stays, and these pairs of different firearms reach 6 or more
+    congruent cells (6, 7 and 4 today). Removing each ring's first four harmonics in angle as well brought
+    them below 6 but lost a mate pair elsewhere (24 -> 2 cells), so it was not kept; strict, so that a fix
+    shows here.
+    """
+    rng = np.random.default_rng(7)
+    p = {n: prepare_cartridge(_fadul_raw(n, rng, crater_offset=0.5)[0])
+         for n in ("Fadul_1-1", "Fadul_1-2", "Fadul_2-1", "Fadul_5-1", "Fadul_9-1")}
+    assert compare_prepared(p["Fadul_1-1"], p["Fadul_1-2"]).cmc >= 6
+    others = [compare_prepared(p["Fadul_1-1"], p[n]).cmc for n in ("Fadul_2-1", "Fadul_5-1", "Fadul_9-1")]
+    assert all(o < 6 for o in others), others
+
+
+def test_raw_case_head_centred_crater_drawn_as_before():
+    """crater_offset=0 must leave the scene as it was (the raw benchmarks' earlier rows depend on it)."""
+    scan = load_scan(shared_path("cartridge", "fadul", "Fadul_1-1.x3p"))
+    a, made = raw_case_head(scan, np.random.default_rng(3))
+    b, _ = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.0)
+    np.testing.assert_array_equal(a.values, b.values)
+    c, off = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.5)
+    shift = math.dist(off["crater_centre_um"], off["aperture_centre_um"])
+    assert shift == pytest.approx(0.5 * (off["aperture_radius_um"] - off["crater_radius_um"]), rel=1e-6)
+
+
 def test_raw_scan_turned_in_its_grid_region_found():
     """A raw scan whose field does not reach the image border (turned, round or cropped field of view).
 
