@@ -24,7 +24,8 @@ breech faces and runs the real pipeline on it (X3P files written, ingested,
   edge, as a processed file whose mask kept the flowed-back primer around
   the aperture would be; *raw_off_centre* is *raw* with the crater off the
   aperture's centre by half the clearance between them (an off-centre
-  strike: the flowed-back primer a crescent).
+  strike: the flowed-back primer a crescent); *raw_far_off_centre* by 0.8 of
+  it (the crescent's near side a fifth of the clearance wide).
 
 Conditions: each alone and all together (pixel, turned, form), the raw
 ones, over several seeds. For the raw ones, how far the breech-face region
@@ -36,7 +37,7 @@ identification criterion of 6 cells) per run; the unchanged set is
 
 Run: ``python -m benchmarks.fadul_variants [--seeds 3] [--shared PATH] [--conditions pixel,turned,form,all]``
 (the raw ones: ``--conditions raw,raw_no_flowback,raw_crater_unmeasured,raw_masked_flowback,
-raw_off_centre,raw_all --name fadul_variants_raw``)
+raw_off_centre,raw_far_off_centre,raw_all --name fadul_variants_raw``)
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ from .fadul_accuracy import accuracy, summary
 PIXELS_UM = (1.5625, 3.125, 6.25, 10.0)
 MAX_TILT_DEG = 2.0
 MAX_DOME_UM = 3.0
+OFFSETS = {"off_centre": 0.5, "far_off_centre": 0.8}  # the crater off the aperture's centre, share of the clearance
 CONDITIONS = {"pixel": ("pixel",), "turned": ("turned",), "form": ("form",), "all": ("pixel", "turned", "form"),
               "raw": ("raw",), "raw_all": ("raw", "pixel", "turned"), "raw_no_flowback": ("raw", "no_flowback"),
               "raw_crater_unmeasured": ("raw", "crater_unmeasured"),
               "raw_masked_flowback": ("raw", "crater_unmeasured", "masked"),
-              "raw_off_centre": ("raw", "off_centre")}
+              "raw_off_centre": ("raw", "off_centre"), "raw_far_off_centre": ("raw", "far_off_centre")}
 
 
 def reacquire(scan, rng: np.random.Generator, *, pixel_um: float | None, turn_deg: float | None, form: bool,
@@ -139,7 +141,7 @@ def run(d: Path, key: dict[str, str], steps: tuple[str, ...], seed: int) -> dict
                 scan, made_raw = raw_case_head(scan, rng, flowback="no_flowback" not in steps,
                                                crater_measured="crater_unmeasured" not in steps,
                                                case_head="masked" not in steps,
-                                               crater_offset=0.5 if "off_centre" in steps else 0.0)
+                                               crater_offset=next((o for k, o in OFFSETS.items() if k in steps), 0.0))
             scan, done = reacquire(scan, rng,
                                    pixel_um=float(rng.choice(PIXELS_UM)) if "pixel" in steps else None,
                                    turn_deg=float(rng.uniform(0.0, 360.0)) if "turned" in steps else None,
