@@ -43,9 +43,10 @@ def main(argv=None) -> None:
                        progress=lambda i, tot: note(f"full pipeline {i}/{tot}"))
     note(f"full pipeline: {n} added in {time.time() - t:.0f} s")
     sig = a.work / "signatures.npz"
-    if not sig.exists():
+    n_total = a.sig_firearms * a.sig_shots
+    if n_total > 0 and (not sig.exists() or len(np.load(sig)["firearm"]) < n_total):
+        # (--sig-firearms 0 writes none; a smaller file from an earlier run is made again)
         t = time.time()
-        n_total = a.sig_firearms * a.sig_shots
         polar = np.zeros((n_total, 2, 8, 32), np.complex64)
         anchors = np.full((n_total, 2), -1, np.int8)  # 0 firing pin, 1 primer, 2 centroid, -1 none
         spectral = np.zeros((n_total, 256), np.float32)
