@@ -217,10 +217,10 @@ def test_raw_flowback_of_an_off_centre_strike_does_not_make_different_firearms_a
 def test_raw_case_head_centred_crater_drawn_as_before():
     """crater_offset=0 must leave the scene as it was (the raw benchmarks' earlier rows depend on it)."""
     scan = load_scan(shared_path("cartridge", "fadul", "Fadul_1-1.x3p"))
-    a, made = raw_case_head(scan, np.random.default_rng(3))
+    a, _ = raw_case_head(scan, np.random.default_rng(3))
     b, _ = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.0)
     np.testing.assert_array_equal(a.values, b.values)
-    c, off = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.5)
+    _, off = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.5)
     shift = math.dist(off["crater_centre_um"], off["aperture_centre_um"])
     assert shift == pytest.approx(0.5 * (off["aperture_radius_um"] - off["crater_radius_um"]), rel=1e-6)
 
