@@ -15,7 +15,7 @@ removal copies them once, with an eighth of room to grow. Version 1 files
 then: hashed in one thread, read by FAISS into its own memory, which the
 first add grows by doubling (one more copy). (Until 2026-12-03 a file was
 also serialised in memory on saving and read through an in-memory copy;
-those numbers are in the README's history.)
+those numbers are in docs/RESULTS.md.)
 
 For each N, a ``Flat`` index of N random unit vectors of ``--dim`` values
 (ids as the database gives them) is saved and loaded in both versions, the
