@@ -215,9 +215,23 @@ def test_raw_flowback_of_an_off_centre_strike_does_not_make_different_firearms_a
 
 
 def test_raw_case_head_centred_crater_drawn_as_before():
-    """crater_offset=0 must leave the scene as it was (the raw benchmarks' earlier rows depend on it)."""
+    """crater_offset=0 must leave the scene as it was (the raw benchmarks' earlier rows depend on it).
+
+    The fingerprint was read off the code before ``crater_offset`` existed
+    (a worktree of da21141^): measured points, the sums of heights and of
+    their squares, and seven heights (µm), to float rounding.
+    """
     scan = load_scan(shared_path("cartridge", "fadul", "Fadul_1-1.x3p"))
     a, _ = raw_case_head(scan, np.random.default_rng(3))
+    v = a.values
+    ok = np.isfinite(v)
+    assert v.shape == (735, 735) and int(ok.sum()) == 521443
+    assert float(np.nansum(v)) == pytest.approx(-3884411.4590931013, rel=1e-9)
+    assert float(np.nansum(v * v)) == pytest.approx(1135791563.1315885, rel=1e-9)
+    points = [(0, 0), (105, 190), (210, 673), (315, 285), (419, 459), (524, 47), (629, 534)]
+    heights = [-75.12316021109295, -36.417362066059425, 51.68558997979609, -103.16679215994567,
+               23.703893354590196, -70.22302693078643, 27.789662366990665]
+    np.testing.assert_allclose([v[i, j] for i, j in points], heights, rtol=0, atol=1e-9)
     b, _ = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.0)
     np.testing.assert_array_equal(a.values, b.values)
     _, off = raw_case_head(scan, np.random.default_rng(3), crater_offset=0.5)
