@@ -45,6 +45,7 @@ from ._common import single_thread
 single_thread()
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -140,7 +141,10 @@ def main(argv=None) -> dict:
 
     cmd = f"python -m benchmarks.candidate_budget --work DIR --queries {a.queries}"
     env = environment(cmd)
-    z = np.load(a.work / "signatures.npz")
+    src = a.work / "signatures.npz"
+    if not src.is_file():
+        sys.exit(f"{src}: not found; make it with python -m benchmarks.scale_build --work {a.work}")
+    z = np.load(src)
     fp = z["anchors"][:, 0] == 0  # the firing-pin anchor (scale.ANCHOR)
     P, F = z["polar"][fp, 0], z["firearm"][fp]
     n = len(P)
