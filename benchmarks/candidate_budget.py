@@ -73,19 +73,24 @@ def _stream(x):  # pragma: no cover - compiled
     return acc.sum()
 
 
+def _wall_ms(fn, repeats: int) -> dict:
+    """Wall-time quantiles (ms) of ``fn(i)`` for ``i`` in ``range(repeats)``."""
+    ts = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        fn(i)
+        ts.append(time.perf_counter() - t)
+    return quantiles(np.array(ts) * 1e3)
+
+
 def _bandwidth(bytes_per_row: int, repeats: int, workers: int = 2) -> dict:
     """Wall time to stream N_TARGET rows of ``bytes_per_row`` 8-bit codes in ``workers`` threads (blocks of 8,192 rows)."""
     from ibin.features._polar import _chunked
 
     x = np.ones((N_TARGET, bytes_per_row), np.int8)
     _stream(x[:8192])
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _chunked(lambda s, e: _stream(x[s:e]), len(x), 8192, workers)
-        ts.append(time.perf_counter() - t)
-    ms = float(np.median(ts) * 1e3)
-    return {"bytes_per_row": bytes_per_row, "ms": quantiles(np.array(ts) * 1e3), "gb_per_s": x.nbytes / 2**30 / (ms / 1e3)}
+    ms = _wall_ms(lambda _: _chunked(lambda s, e: _stream(x[s:e]), len(x), 8192, workers), repeats)
+    return {"bytes_per_row": bytes_per_row, "ms": ms, "gb_per_s": x.nbytes / 2**30 / (ms["p50"] / 1e3)}
 
 
 def _projected(P: np.ndarray, r: int, h: int, how: str) -> np.ndarray:
@@ -113,21 +118,19 @@ def _projected(P: np.ndarray, r: int, h: int, how: str) -> np.ndarray:
     return out
 
 
-def _first_pass_ms(r: int, h: int, repeats: int) -> dict:
-    """Wall time of ibin's first-pass kernel over N_TARGET rows of ``r`` rings x ``h`` harmonics in 8 bits, two threads."""
+def _first_pass_ms(codes: np.ndarray, r: int, h: int, repeats: int) -> dict:
+    """Wall time of ibin's first-pass kernel over N_TARGET rows of ``r`` rings x ``h`` harmonics in 8 bits, two threads.
+
+    ``codes``: random 8-bit codes, at least ``2 r h`` columns (the kernel's
+    cost does not depend on their values); the first ``2 r h`` are taken.
+    """
     from ibin.features._polar import CoarseSignatures, _first_pass
 
+    coarse = CoarseSignatures(np.ascontiguousarray(codes[:, : 2 * r * h]), np.ones(len(codes), np.float32))
     rng = np.random.default_rng(0)
-    coarse = CoarseSignatures(rng.integers(-127, 128, (N_TARGET, 2 * r * h), dtype=np.int8),
-                              np.ones(N_TARGET, np.float32))
     q = (rng.standard_normal((r, h)) + 1j * rng.standard_normal((r, h))).astype(np.complex64)
     _first_pass(q, coarse[:8192], 2)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _first_pass(q, coarse, 2)
-        ts.append(time.perf_counter() - t)
-    return quantiles(np.array(ts) * 1e3)
+    return _wall_ms(lambda _: _first_pass(q, coarse, 2), repeats)
 
 
 def main(argv=None) -> dict:
@@ -158,14 +161,10 @@ def main(argv=None) -> dict:
     V = to_vector(P)
     second = {}
     for rows in (2_500, 10_000):
-        ts = []
-        for i in range(a.repeats):
-            idx = np.sort(np.random.default_rng(i).choice(n, rows, replace=False))
-            t = time.perf_counter()
-            rotation_max(P[qs[i % len(qs)]], V, rows=idx, workers=2)
-            ts.append(time.perf_counter() - t)
-        second[str(rows)] = quantiles(np.array(ts) * 1e3)
+        idx = [np.sort(np.random.default_rng(i).choice(n, rows, replace=False)) for i in range(a.repeats)]
+        second[str(rows)] = _wall_ms(lambda i: rotation_max(P[qs[i % len(qs)]], V, rows=idx[i], workers=2), a.repeats)
     del V
+    codes = np.random.default_rng(0).integers(-127, 128, (N_TARGET, 2 * P.shape[1] * max(HARMONICS)), dtype=np.int8)
 
     table = []
     configs = [(how, r, h, 4 * h) for r in RINGS for how in (("stored",) if r == P.shape[1] else ("random", "principal"))
@@ -182,7 +181,7 @@ def main(argv=None) -> dict:
         ranks = np.array(ranks)
         row = {"rings": r, "projection": how, "harmonics": h, "rotations": angles, "bytes_8bit": 2 * r * h,
                **{f"mates_in_best_{100 * f:g}%": float((ranks < f).mean()) for f in SHARES},
-               "first_pass_1M_two_threads_ms": _first_pass_ms(r, h, max(3, a.repeats // 3)) if angles == 4 * h else None}
+               "first_pass_1M_two_threads_ms": _first_pass_ms(codes, r, h, max(3, a.repeats // 3)) if angles == 4 * h else None}
         table.append(row)
         if row["first_pass_1M_two_threads_ms"] is None:
             print(f"rings {r:d} harmonics {h:2d} at {angles} rotations: mates in the best 0.25 % "
